@@ -1,0 +1,18 @@
+"""Entry point of the ``sluice`` command."""
+
+from __future__ import annotations
+
+import click
+
+from sluice._version import __version__
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", "-V", prog_name="sluice")
+def cli() -> None:
+    """sluice: real-time stream processing on Apache Kafka."""
+
+
+def main() -> None:
+    """Run the CLI (the ``sluice`` console script)."""
+    cli(prog_name="sluice")

@@ -1,0 +1,501 @@
+"""Fetch, start and stop a real Apache Kafka (KRaft) broker or 3-node cluster on loopback.
+
+Used by the Makefile (``make broker-up``, ``make cluster-up``...) and by the test
+harness (``tests/conftest.py`` imports it to kill and restart cluster nodes).
+
+Every process is stopped by the pid this script recorded, never by name. A broker
+that fails to start prints the tail of its log and the reason, and the command
+exits non-zero with a one-line error.
+
+Usage::
+
+    python tools/kafka/kafkactl.py fetch
+    python tools/kafka/kafkactl.py up | down | status
+    python tools/kafka/kafkactl.py cluster-up | cluster-down
+    python tools/kafka/kafkactl.py kill-node N | start-node N
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+JARS = HERE / "target" / "dependency"
+STATE = Path(os.environ.get("SLUICE_KAFKA_HOME", ROOT / ".kafka"))
+HOST = "127.0.0.1"
+
+SINGLE_PORT = int(os.environ.get("SLUICE_BROKER_PORT", "9092"))
+SINGLE_CONTROLLER_PORT = SINGLE_PORT + 1
+CLUSTER_PORTS = (19092, 19093, 19094)
+CLUSTER_CONTROLLER_PORTS = (19192, 19193, 19194)
+START_TIMEOUT_S = 90.0
+
+
+class KafkaCtlError(Exception):
+    """A failure with a message meant for a person; printed on one line."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """One broker process: its id, ports and where its files live."""
+
+    node_id: int
+    port: int
+    controller_port: int
+    home: Path
+
+    @property
+    def pid_file(self) -> Path:
+        return self.home / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.home / "broker.log"
+
+    @property
+    def config_file(self) -> Path:
+        return self.home / "server.properties"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{HOST}:{self.port}"
+
+
+def single_node() -> Node:
+    return Node(1, SINGLE_PORT, SINGLE_CONTROLLER_PORT, STATE / "single")
+
+
+def cluster_nodes() -> list[Node]:
+    return [
+        Node(i + 1, port, cport, STATE / "cluster" / f"node{i + 1}")
+        for i, (port, cport) in enumerate(zip(CLUSTER_PORTS, CLUSTER_CONTROLLER_PORTS, strict=True))
+    ]
+
+
+def cluster_bootstrap() -> str:
+    return ",".join(n.bootstrap for n in cluster_nodes())
+
+
+# --------------------------------------------------------------------------- fetch
+
+
+def fetch() -> None:
+    """Download the broker jars with Maven (once; a second call is a no-op)."""
+    if (JARS / "kafka_2.13-4.4.0.jar").exists() or any(JARS.glob("kafka_2.13-*.jar")):
+        return
+    if shutil.which("mvn") is None:
+        raise KafkaCtlError(
+            "Maven (mvn) is not installed: it is needed to fetch the Kafka jars; install it (apt-get install maven)"
+        )
+    print("fetching Apache Kafka jars with Maven (first run only)...", file=sys.stderr)
+    proc = subprocess.run(
+        ["mvn", "-q", "-B", "dependency:copy-dependencies"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0 or not any(JARS.glob("kafka_2.13-*.jar")):
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        print(tail, file=sys.stderr)
+        raise KafkaCtlError(
+            "Maven could not fetch the Kafka jars (see the lines above); check the network and ~/.m2/settings.xml"
+        )
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and (Path(java_home) / "bin" / "java").exists():
+        return str(Path(java_home) / "bin" / "java")
+    java = shutil.which("java")
+    if java is None:
+        raise KafkaCtlError(
+            "Java is not installed: the Kafka broker needs a JRE 17+ (apt-get install openjdk-17-jre-headless)"
+        )
+    return java
+
+
+# --------------------------------------------------------------------------- config
+
+
+def _kafka_uuid() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _common_config(node: Node) -> dict[str, str]:
+    return {
+        "process.roles": "broker,controller",
+        "node.id": str(node.node_id),
+        "listeners": f"PLAINTEXT://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{node.port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(node.data_dir),
+        # sluice creates every topic it needs, as it must in production
+        "auto.create.topics.enable": "false",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.num.partitions": "8",
+        "log.segment.bytes": str(64 * 1024 * 1024),
+        "log.retention.hours": "24",
+        "num.network.threads": "3",
+        "num.io.threads": "4",
+        "socket.request.max.bytes": str(200 * 1024 * 1024),
+    }
+
+
+def _single_config(node: Node) -> dict[str, str]:
+    cfg = _common_config(node)
+    cfg.update(
+        {
+            "controller.quorum.bootstrap.servers": f"{HOST}:{node.controller_port}",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+        }
+    )
+    return cfg
+
+
+def _cluster_config(node: Node) -> dict[str, str]:
+    voters = ",".join(f"{n.node_id}@{HOST}:{n.controller_port}" for n in cluster_nodes())
+    cfg = _common_config(node)
+    cfg.update(
+        {
+            "controller.quorum.voters": voters,
+            "offsets.topic.replication.factor": "3",
+            "transaction.state.log.replication.factor": "3",
+            "transaction.state.log.min.isr": "2",
+            "share.coordinator.state.topic.replication.factor": "3",
+            "share.coordinator.state.topic.min.isr": "2",
+            "default.replication.factor": "3",
+            "min.insync.replicas": "2",
+            "unclean.leader.election.enable": "false",
+        }
+    )
+    return cfg
+
+
+LOG4J2 = """\
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.statechange.name = state.change.logger
+logger.statechange.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+def _write_config(node: Node, cfg: dict[str, str]) -> None:
+    node.home.mkdir(parents=True, exist_ok=True)
+    node.config_file.write_text("".join(f"{k}={v}\n" for k, v in cfg.items()))
+    (node.home / "log4j2.properties").write_text(LOG4J2)
+
+
+def _format(node: Node, cluster_id: str, standalone: bool) -> None:
+    if (node.data_dir / "meta.properties").exists():
+        return
+    args = [
+        _java(),
+        "-cp",
+        f"{JARS}/*",
+        "kafka.tools.StorageTool",
+        "format",
+        "-t",
+        cluster_id,
+        "-c",
+        str(node.config_file),
+    ]
+    if standalone:
+        args.append("--standalone")
+    proc = subprocess.run(args, capture_output=True, text=True, env=_java_env(node))
+    if proc.returncode != 0:
+        print((proc.stdout + proc.stderr).strip()[-2000:], file=sys.stderr)
+        raise KafkaCtlError(
+            f"formatting the storage of node {node.node_id} in {node.data_dir} failed (see above)"
+        )
+
+
+def _java_env(node: Node) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("CLASSPATH", None)
+    env["LOG_DIR"] = str(node.home)
+    return env
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _read_pid(node: Node) -> int | None:
+    try:
+        pid = int(node.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie child (killed by us, not yet reaped) still answers kill(0)
+    with contextlib.suppress(FileNotFoundError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+    return True
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def _log_tail(node: Node, lines: int = 25) -> str:
+    try:
+        return "\n".join(node.log_file.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log written)"
+
+
+def _launch(node: Node, heap: str) -> int:
+    for port in (node.port, node.controller_port):
+        if _port_open(port):
+            raise KafkaCtlError(
+                f"port {HOST}:{port} is already in use by another process (not a broker started by this script); "
+                f"stop it, or set SLUICE_BROKER_PORT to another port"
+            )
+    env = _java_env(node)
+    env["KAFKA_HEAP_OPTS"] = f"-Xmx{heap} -Xms{heap}"
+    args = [
+        _java(),
+        f"-Xmx{heap}",
+        f"-Xms{heap}",
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={node.home / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={node.home}",
+        "-cp",
+        f"{JARS}/*",
+        "kafka.Kafka",
+        str(node.config_file),
+    ]
+    with open(node.log_file, "ab") as log:
+        proc = subprocess.Popen(
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    node.pid_file.write_text(str(proc.pid))
+    return proc.pid
+
+
+def _wait_ready(nodes: list[Node], timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until a metadata request through every node lists all the nodes."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    pending = list(nodes)
+    while pending:
+        node = pending[0]
+        if _read_pid(node) is None:
+            print(_log_tail(node), file=sys.stderr)
+            raise KafkaCtlError(
+                f"Kafka node {node.node_id} exited during startup (log: {node.log_file}; last lines above)"
+            )
+        if _port_open(node.port):
+            admin = AdminClient(
+                {"bootstrap.servers": node.bootstrap, "log_level": 0, "logger": _quiet_logger()}
+            )
+            try:
+                md = admin.list_topics(timeout=2)
+                if len(md.brokers) >= len(nodes):
+                    pending.pop(0)
+                    continue
+            except Exception:  # noqa: BLE001 - not ready yet; the deadline bounds the wait
+                pass
+        if time.monotonic() > deadline:
+            print(_log_tail(node), file=sys.stderr)
+            raise KafkaCtlError(
+                f"Kafka node {node.node_id} did not answer a metadata request within {timeout:.0f}s (log: {node.log_file})"
+            )
+        time.sleep(0.3)
+
+
+def _quiet_logger():
+    import logging
+
+    logger = logging.getLogger("kafkactl.librdkafka")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    return logger
+
+
+def _stop(node: Node, timeout: float = 30.0) -> None:
+    pid = _read_pid(node)
+    if pid is None:
+        node.pid_file.unlink(missing_ok=True)
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.1)
+    node.pid_file.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def up() -> str:
+    """Start the single-node broker (or reuse the running one); return its bootstrap address."""
+    node = single_node()
+    if _read_pid(node) is not None:
+        _wait_ready([node])
+        return node.bootstrap
+    fetch()
+    _java()
+    if node.home.exists():
+        shutil.rmtree(node.home)
+    _write_config(node, _single_config(node))
+    _format(node, _kafka_uuid(), standalone=True)
+    _launch(node, heap="1g")
+    _wait_ready([node])
+    return node.bootstrap
+
+
+def down() -> None:
+    node = single_node()
+    _stop(node)
+    shutil.rmtree(node.home, ignore_errors=True)
+
+
+def cluster_up() -> str:
+    """Start the 3-node cluster (or reuse it); return its bootstrap list."""
+    nodes = cluster_nodes()
+    if all(_read_pid(n) is not None for n in nodes):
+        _wait_ready(nodes)
+        return cluster_bootstrap()
+    cluster_down()
+    fetch()
+    _java()
+    cluster_id = _kafka_uuid()
+    for node in nodes:
+        _write_config(node, _cluster_config(node))
+        _format(node, cluster_id, standalone=False)
+    for node in nodes:
+        _launch(node, heap="512m")
+    _wait_ready(nodes)
+    return cluster_bootstrap()
+
+
+def cluster_down() -> None:
+    for node in cluster_nodes():
+        _stop(node)
+    shutil.rmtree(STATE / "cluster", ignore_errors=True)
+
+
+def kill_node(node_id: int) -> int:
+    """kill -9 one cluster node by its recorded pid; return that pid."""
+    node = cluster_nodes()[node_id - 1]
+    pid = _read_pid(node)
+    if pid is None:
+        raise KafkaCtlError(f"cluster node {node_id} is not running")
+    os.kill(pid, signal.SIGKILL)
+    while _alive(pid):
+        time.sleep(0.05)
+    return pid
+
+
+def start_node(node_id: int) -> None:
+    """Restart one cluster node on its existing data, and wait until it is back."""
+    nodes = cluster_nodes()
+    node = nodes[node_id - 1]
+    if _read_pid(node) is None:
+        _launch(node, heap="512m")
+    _wait_ready([node] + [n for n in nodes if n is not node])
+
+
+def status() -> str:
+    lines = []
+    for node in [single_node(), *cluster_nodes()]:
+        pid = _read_pid(node)
+        state = f"running (pid {pid})" if pid else "stopped"
+        lines.append(f"node {node.node_id} {node.home.relative_to(STATE)} {node.bootstrap}: {state}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kafkactl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    for name in ("fetch", "up", "down", "cluster-up", "cluster-down", "status"):
+        sub.add_parser(name)
+    for name in ("kill-node", "start-node"):
+        sub.add_parser(name).add_argument("node", type=int, choices=(1, 2, 3))
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "fetch":
+            fetch()
+        elif args.cmd == "up":
+            print(f"Kafka broker ready on {up()}")
+        elif args.cmd == "down":
+            down()
+            print("Kafka broker stopped")
+        elif args.cmd == "cluster-up":
+            print(f"Kafka cluster ready on {cluster_up()}")
+        elif args.cmd == "cluster-down":
+            cluster_down()
+            print("Kafka cluster stopped")
+        elif args.cmd == "kill-node":
+            print(f"killed node {args.node} (pid {kill_node(args.node)})")
+        elif args.cmd == "start-node":
+            start_node(args.node)
+            print(f"node {args.node} is back")
+        elif args.cmd == "status":
+            print(status())
+    except KafkaCtlError as exc:
+        print(f"kafkactl: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
