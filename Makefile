@@ -39,6 +39,7 @@ demo: broker-up
 
 # The whole suite against a real broker; brokers are stopped even when tests fail.
 test: setup jars
+	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	$(KAFKACTL) cluster-down; $(KAFKACTL) down; exit $$rc
