@@ -5,12 +5,16 @@ from __future__ import annotations
 import click
 
 from sluice._version import __version__
+from sluice.cli.run import run
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", "-V", prog_name="sluice")
 def cli() -> None:
     """sluice: real-time stream processing on Apache Kafka."""
+
+
+cli.add_command(run)
 
 
 def main() -> None:

@@ -1,0 +1,234 @@
+"""``App``: the entry point of a sluice program.
+
+Example:
+    >>> from sluice import App
+    >>> app = App("clicks", brokers="127.0.0.1:9092", auto_offset_reset="earliest")
+    >>> events = app.stream("events", value="json")
+    >>> clicks = events.filter(lambda e: e["type"] == "click")
+    >>> _ = clicks.map(lambda e: {"id": e["id"], "page": e["page"]}).to("clicks")
+    >>> app.group_id
+    'clicks'
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any, Literal
+
+from sluice._durations import parse_duration
+from sluice.dataflow import Source, Stream
+from sluice.dataflow.stream import check_topic_name
+from sluice.errors import ConfigError
+from sluice.kafka.config import callable_option, settings_from_options
+from sluice.runtime.runner import Runner, RunStats, RuntimeOptions
+from sluice.serde import _check_format
+
+__all__ = ["App"]
+
+logger = logging.getLogger(__name__)
+
+
+class App:
+    """A stream-processing application: its Kafka settings and its dataflow graph.
+
+    Args:
+        name: the app's name; also its consumer group id unless ``group_id`` is given.
+            Start more processes with the same name to scale out (Kafka consumer groups).
+        brokers: bootstrap servers, ``"host:port[,host:port]"`` (default: ``$SLUICE_BROKERS``
+            or ``127.0.0.1:9092``). ``bootstrap_servers=`` is accepted too.
+        group_id: the consumer group (default: ``name``).
+        auto_offset_reset: where a new group starts: ``"earliest"`` (default, as Kafka
+            Streams: nothing already in the topic is skipped), ``"latest"``, ``"error"``.
+        max_poll_records: records per consumed batch (default 1000).
+        commit_interval: how often completed offsets are committed (default ``"1s"``).
+        max_in_flight: records awaiting acknowledgement before partitions are paused
+            (default 20,000): memory stays bounded whatever the backlog.
+        value_deserializer: a callable ``bytes -> object``: the default ``value=`` of
+            ``stream()`` (kafka-python's name).
+        key_deserializer: likewise for keys.
+        consumer_config: librdkafka consumer properties, passed through.
+        producer_config: librdkafka producer properties, passed through.
+        enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
+        **options: seed-style names mapped to librdkafka: ``fetch_min_bytes``,
+            ``fetch_max_wait_ms``, ``session_timeout_ms``, ``heartbeat_interval_ms``,
+            ``max_poll_interval_ms``, ``max_partition_fetch_bytes``, ``fetch_max_bytes``,
+            ``isolation_level``; also ``client_id``, ``progress_interval``, ``shutdown_timeout``.
+
+    Raises:
+        ConfigError: an unknown keyword (the message names the closest valid one), a bad
+            value, or ``enable_auto_commit=True``.
+
+    Example:
+        >>> App("x", enable_auto_commit=True)
+        Traceback (most recent call last):
+        ...
+        sluice.errors.ConfigError: enable_auto_commit=True is refused: auto-commit commits the offsets of records that were polled, not processed, so a crash loses them. sluice commits each offset only after its outputs are acknowledged; remove the option
+        >>> App("x", group_idd="g")
+        Traceback (most recent call last):
+        ...
+        sluice.errors.ConfigError: unknown App option 'group_idd' (did you mean 'group_id'?)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        brokers: str | None = None,
+        *,
+        group_id: str | None = None,
+        auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
+        max_poll_records: int = 1000,
+        commit_interval: str | float = "1s",
+        max_in_flight: int = 20_000,
+        value_deserializer: Callable[[bytes], Any] | None = None,
+        key_deserializer: Callable[[bytes], Any] | None = None,
+        consumer_config: dict[str, Any] | None = None,
+        producer_config: dict[str, Any] | None = None,
+        enable_auto_commit: bool = False,
+        progress_interval: str | float = "10s",
+        shutdown_timeout: str | float = "30s",
+        **options: Any,
+    ) -> None:
+        options.update(
+            group_id=group_id,
+            auto_offset_reset=auto_offset_reset,
+            max_poll_records=max_poll_records,
+            consumer_config=consumer_config,
+            producer_config=producer_config,
+            enable_auto_commit=enable_auto_commit,
+        )
+        self.name = name
+        self.settings = settings_from_options(name, brokers, options)
+        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0:
+            msg = f"max_in_flight={max_in_flight!r} must be a positive integer"
+            raise ConfigError(msg)
+        self.options = RuntimeOptions(
+            commit_interval=parse_duration(commit_interval, "commit_interval"),
+            max_in_flight=max_in_flight,
+            progress_interval=parse_duration(progress_interval, "progress_interval"),
+            shutdown_timeout=parse_duration(shutdown_timeout, "shutdown_timeout"),
+        )
+        self._value_default = callable_option(value_deserializer, "value_deserializer") or "json"
+        self._key_default = callable_option(key_deserializer, "key_deserializer") or "bytes"
+        self.sources: list[Source] = []
+        self._runner: Runner | None = None
+        self._stop_requested = threading.Event()
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group of this app."""
+        return self.settings.group_id
+
+    @property
+    def brokers(self) -> str:
+        return self.settings.brokers
+
+    def stream(
+        self,
+        topic: str | list[str],
+        *,
+        value: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
+        key: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
+    ) -> Stream:
+        """Consume ``topic`` (or several topics): the start of a dataflow.
+
+        Args:
+            topic: a topic name, or a list of them (processed alike).
+            value: how values are deserialized: ``"json"`` (default, or the app's
+                ``value_deserializer``), ``"str"``, ``"bytes"``, or a callable ``bytes -> object``.
+                A null value (tombstone) arrives as ``None``.
+            key: how keys are deserialized (default ``"bytes"``: passed through untouched).
+
+        Example:
+            >>> app = App("doc")
+            >>> app.stream(["a", "b"], value="str").source.topics
+            ('a', 'b')
+        """
+        topics = (topic,) if isinstance(topic, str) else tuple(topic)
+        if not topics:
+            msg = "stream() needs at least one topic"
+            raise ConfigError(msg)
+        for t in topics:
+            check_topic_name(t, "source topic")
+            if any(t in s.topics for s in self.sources):
+                msg = f"topic {t!r} is already a stream of this app; branch the existing Stream instead"
+                raise ConfigError(msg)
+        value = value if value is not None else self._value_default
+        key = key if key is not None else self._key_default
+        _check_format(value, "value")
+        _check_format(key, "key")
+        source = Source(topics, value, key)
+        self.sources.append(source)
+        return source.root
+
+    # ------------------------------------------------------------------ running
+    @property
+    def stats(self) -> RunStats | None:
+        """Counters of the current (or last) run, or ``None`` before ``run()``."""
+        return self._runner.stats if self._runner is not None else None
+
+    def run(self, *, install_signal_handlers: bool | None = None) -> bool:
+        """Run until SIGTERM/SIGINT or ``stop()``: consume, process, produce, commit.
+
+        On stop it finishes the batch at hand, waits for its outputs to be acknowledged,
+        commits, and leaves the consumer group.
+
+        Args:
+            install_signal_handlers: handle SIGTERM/SIGINT as a graceful stop (default:
+                when called from the main thread).
+
+        Returns:
+            True when every processed record was acknowledged and committed.
+
+        Raises:
+            ConfigError: the app has no stream.
+            TopicNotFoundError: a source topic does not exist.
+            KafkaUnavailableError: the brokers cannot be reached.
+            SluiceError: a record failed (the message says which, where, and why).
+        """
+        if not self.sources:
+            msg = f"app {self.name!r} has no stream: call app.stream('topic') and add steps before run()"
+            raise ConfigError(msg)
+        if not any(s.root.children for s in self.sources):
+            msg = f"app {self.name!r} has streams but no steps: add .map/.filter/.to/.sink before run()"
+            raise ConfigError(msg)
+        runner = Runner(self.name, self.settings, self.sources, self.options)
+        self._runner = runner
+        if self._stop_requested.is_set():
+            runner.stop()
+        in_main = threading.current_thread() is threading.main_thread()
+        handlers = install_signal_handlers if install_signal_handlers is not None else in_main
+        previous: dict[int, Any] = {}
+        if handlers:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                previous[sig] = signal.signal(sig, self._on_signal)
+        try:
+            return runner.run()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        logger.info(
+            "%s: %s received: finishing in-flight records, then committing",
+            self.name,
+            signal.Signals(signum).name,
+        )
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop a running app gracefully (thread-safe; ``run()`` returns when done)."""
+        self._stop_requested.set()
+        if self._runner is not None:
+            self._runner.stop()
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Block until the running app has been assigned partitions (for tests and tools)."""
+        deadline = threading.Event()
+        waited = 0.0
+        while self._runner is None and waited < timeout:
+            deadline.wait(0.05)
+            waited += 0.05
+        return self._runner is not None and self._runner.ready.wait(max(0.0, timeout - waited))

@@ -1,0 +1,201 @@
+"""``Stream``: the user-facing operators that build an app's dataflow graph.
+
+Every operator returns a new ``Stream`` (a node of the graph) and leaves its parent
+untouched, so one stream can feed several branches::
+
+    events = app.stream("events", value="json")
+    clicks = events.filter(lambda e: e["type"] == "click")
+    clicks.map(lambda e: {"id": e["id"]}).to("clicks")
+    events.key_by(lambda e: e["user"]).to("by-user")
+
+Branches share values: functions should return new values rather than mutate theirs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, Sink, Step, To
+from sluice.errors import ConfigError
+from sluice.serde import Format, _check_format
+
+__all__ = ["Source", "Stream"]
+
+_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def check_topic_name(topic: object, what: str = "topic") -> str:
+    """Kafka's own topic-name rule, checked before any broker is contacted.
+
+    Example:
+        >>> check_topic_name("clicks-per-page")
+        'clicks-per-page'
+    """
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
+        msg = f"{what} {topic!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-'; 1 to 249 chars)"
+        raise ConfigError(msg)
+    return topic
+
+
+@dataclass(eq=False)
+class Source:
+    """A consumed topic (or topics) and how its records are deserialized."""
+
+    topics: tuple[str, ...]
+    value: Any = "json"
+    key: Any = "bytes"
+    root: Stream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.root = Stream(self, None, None)
+
+
+class Stream:
+    """A stream of records in the dataflow graph; build it with ``App.stream(...)``.
+
+    Example:
+        >>> from sluice import App
+        >>> app = App("doc", brokers="127.0.0.1:9092")
+        >>> events = app.stream("events", value="json")
+        >>> clicks = events.filter(lambda e: e["type"] == "click").map(lambda e: e["page"])
+        >>> _ = clicks.to("pages", value="str")
+        >>> [s.name for s in clicks.path()]
+        ['filter#1(<lambda>)', 'map#2(<lambda>)']
+    """
+
+    def __init__(self, source: Source, parent: Stream | None, step: Step | None) -> None:
+        self.source = source
+        self.parent = parent
+        self.step = step
+        self.children: list[Stream] = []
+        self._counter: list[int] = parent._counter if parent is not None else [0]
+
+    # ------------------------------------------------------------------ graph plumbing
+    def _add(self, make: Callable[[str], Step], kind: str, fn: Any, name: str | None) -> Stream:
+        self._counter[0] += 1
+        label = name or f"{kind}#{self._counter[0]}({getattr(fn, '__name__', type(fn).__name__)})"
+        child = Stream(self.source, self, make(label))
+        self.children.append(child)
+        return child
+
+    def path(self) -> list[Step]:
+        """The steps from the source to this stream, in order."""
+        steps: list[Step] = []
+        node: Stream | None = self
+        while node is not None and node.step is not None:
+            steps.append(node.step)
+            node = node.parent
+        return steps[::-1]
+
+    def _keyed(self) -> bool:
+        return any(isinstance(s, KeyBy) for s in self.path())
+
+    @staticmethod
+    def _check_fn(fn: Any, op: str) -> None:
+        if not callable(fn):
+            msg = f"{op}() needs a function, got {type(fn).__name__} {fn!r}"
+            raise ConfigError(msg)
+
+    # ------------------------------------------------------------------ operators
+    def filter(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+        """Keep the records for which ``fn(value)`` is true.
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> run_steps(lambda s: s.filter(lambda v: v % 2 == 0), [1, 2, 3, 4])
+            [2, 4]
+        """
+        self._check_fn(fn, "filter")
+        return self._add(lambda label: Filter(label, fn), "filter", fn, name)
+
+    def map(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+        """Replace each value by ``fn(value)``; the key, timestamp and headers are kept.
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> run_steps(lambda s: s.map(lambda v: v * 10), [1, 2])
+            [10, 20]
+        """
+        self._check_fn(fn, "map")
+        return self._add(lambda label: Map(label, fn), "map", fn, name)
+
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None) -> Stream:
+        """Replace each value by every item of ``fn(value)`` (an iterable: zero, one or many).
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> run_steps(lambda s: s.flat_map(lambda v: [v] * v), [1, 2])
+            [1, 2, 2]
+        """
+        self._check_fn(fn, "flat_map")
+        return self._add(lambda label: FlatMap(label, fn), "flat_map", fn, name)
+
+    def key_by(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+        """Set the key of each record to ``fn(value)``; outputs are partitioned by it.
+
+        A str key is written as UTF-8, bytes as is, anything else as JSON.
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> run_steps(lambda s: s.key_by(lambda v: v["user"]), [{"user": "u1"}], keys=True)
+            [('u1', {'user': 'u1'})]
+        """
+        self._check_fn(fn, "key_by")
+        return self._add(lambda label: KeyBy(label, fn), "key_by", fn, name)
+
+    def sink(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+        """Call ``fn(value)`` for every record (``print``, a database write...).
+
+        The record's offset is committed only after ``fn`` returned for it and for every
+        earlier record of its partition.
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> seen = []
+            >>> run_steps(lambda s: s.sink(seen.append), ["a", "b"])
+            ['a', 'b']
+            >>> seen
+            ['a', 'b']
+        """
+        self._check_fn(fn, "sink")
+        return self._add(lambda label: Sink(label, fn), "sink", fn, name)
+
+    def to(
+        self,
+        topic: str,
+        *,
+        value: Format | Callable[[Any], bytes] | None = None,
+        partitions: int | None = None,
+        replication: int | None = None,
+    ) -> Stream:
+        """Write every record to ``topic``.
+
+        The output keeps the input record's key, timestamp and headers, unless ``key_by``
+        changed the key. Values are serialized like the input unless ``value=`` says
+        otherwise (a custom input deserializer writes JSON). A missing topic is created
+        with ``partitions`` and ``replication`` (default: like the source topic).
+
+        Example:
+            >>> from sluice import App
+            >>> app = App("doc", brokers="127.0.0.1:9092")
+            >>> _ = app.stream("events").to("copy", value="json", partitions=4)
+        """
+        check_topic_name(topic, "output topic")
+        if value is not None:
+            _check_format(value, "value")
+        for count, what in ((partitions, "partitions"), (replication, "replication")):
+            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
+                msg = f"to({topic!r}, {what}={count!r}): must be a positive integer"
+                raise ConfigError(msg)
+        keyed = self._keyed()
+        return self._add(
+            lambda label: To(label, topic, value, partitions, replication, keyed), "to", _Named(topic), None
+        )
+
+
+class _Named:
+    def __init__(self, name: str) -> None:
+        self.__name__ = name

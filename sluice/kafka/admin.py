@@ -1,0 +1,108 @@
+"""Topic checks and creation: source topics must exist, output topics are created when missing."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from sluice.errors import KafkaUnavailableError, TopicNotFoundError
+from sluice.kafka.config import suggest
+
+__all__ = ["TopicAdmin", "TopicInfo"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TopicInfo:
+    """What sluice needs to know of an existing topic."""
+
+    name: str
+    partitions: int
+    replication: int
+
+
+class TopicAdmin:
+    """A lazily created admin client for topic metadata and creation."""
+
+    def __init__(self, config: dict, timeout: float = 15.0) -> None:
+        self._config = config
+        self._timeout = timeout
+        self._client: AdminClient | None = None
+
+    @property
+    def client(self) -> AdminClient:
+        if self._client is None:
+            self._client = AdminClient(
+                {**self._config, "logger": logging.getLogger("sluice.kafka.librdkafka")}
+            )
+        return self._client
+
+    def _metadata(self, topic: str | None = None):
+        try:
+            return self.client.list_topics(topic, timeout=self._timeout)
+        except KafkaException as exc:
+            msg = (
+                f"could not reach Kafka at {self._config['bootstrap.servers']} within {self._timeout:.0f}s "
+                f"({exc.args[0].str() if exc.args else exc}); check that the brokers are up and the address is right"
+            )
+            raise KafkaUnavailableError(msg) from exc
+
+    def describe(self, topic: str) -> TopicInfo | None:
+        """The topic's partition and replica counts, or ``None`` when it does not exist."""
+        md = self._metadata(topic).topics.get(topic)
+        if md is None or md.error is not None:
+            if md is not None and md.error.code() not in (
+                KafkaError.UNKNOWN_TOPIC_OR_PART,
+                KafkaError._UNKNOWN_TOPIC,
+            ):
+                msg = f"metadata of topic {topic!r} failed: {md.error.str()}"
+                raise KafkaUnavailableError(msg)
+            return None
+        partitions = md.partitions
+        replication = len(next(iter(partitions.values())).replicas) if partitions else 1
+        return TopicInfo(topic, len(partitions), replication)
+
+    def require_sources(self, topics: list[str]) -> dict[str, TopicInfo]:
+        """Describe the source topics; raise ``TopicNotFoundError`` naming the first missing one."""
+        infos: dict[str, TopicInfo] = {}
+        for topic in topics:
+            info = self.describe(topic)
+            if info is None:
+                existing = [t for t in self._metadata().topics if not t.startswith("__")]
+                msg = (
+                    f"source topic {topic!r} does not exist on {self._config['bootstrap.servers']}"
+                    f"{suggest(topic, existing)}; create it first (sluice creates output topics, never sources)"
+                )
+                raise TopicNotFoundError(msg)
+            infos[topic] = info
+        return infos
+
+    def ensure(self, topic: str, partitions: int, replication: int) -> TopicInfo:
+        """Create ``topic`` if it is missing and wait until every partition has a leader."""
+        info = self.describe(topic)
+        if info is not None:
+            return info
+        brokers = len(self._metadata().brokers)
+        replication = max(1, min(replication, brokers))
+        logger.info("creating topic %s (%d partitions, replication %d)", topic, partitions, replication)
+        future = self.client.create_topics([NewTopic(topic, partitions, replication)])[topic]
+        try:
+            future.result(timeout=self._timeout)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                msg = f"could not create output topic {topic!r}: {exc.args[0].str()}"
+                raise KafkaUnavailableError(msg) from exc
+        deadline = time.monotonic() + self._timeout
+        while time.monotonic() < deadline:
+            md = self._metadata(topic).topics.get(topic)
+            ready = md is not None and md.error is None and md.partitions
+            if ready and all(p.leader >= 0 for p in md.partitions.values()):
+                return TopicInfo(topic, len(md.partitions), replication)
+            time.sleep(0.1)
+        msg = f"output topic {topic!r} was created but has no leader after {self._timeout:.0f}s"
+        raise KafkaUnavailableError(msg)

@@ -1,0 +1,396 @@
+"""The consume -> process -> produce -> commit loop, at-least-once.
+
+One thread owns the consumer and the producer. Each iteration consumes a batch,
+runs it through the graph, serves delivery reports, and every ``commit_interval``
+commits per partition the offsets whose outputs (and all earlier ones) were
+acknowledged. When more than ``max_in_flight`` records await acknowledgement the
+partitions are paused while the loop keeps polling (so the consumer stays in its
+group), and resumed below half the cap. On revoke, the revoked partitions' pending
+outputs are awaited (bounded by ``revoke_timeout``) and their offsets committed
+before they are released. On stop, fetching stops, outputs are flushed, offsets
+committed, and the consumer leaves the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from sluice.dataflow import Source, Stream, To
+from sluice.dataflow.steps import Failure
+from sluice.errors import DeliveryError, DeserializationError, SerializationError, SluiceError, StepError
+from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.config import ClientSettings
+from sluice.runtime.executor import Executor
+from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
+
+__all__ = ["RunStats", "Runner", "RuntimeOptions"]
+
+logger = logging.getLogger(__name__)
+_librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Timing and memory knobs of the loop (seconds and record counts)."""
+
+    commit_interval: float = 1.0
+    max_in_flight: int = 20_000
+    progress_interval: float = 10.0
+    shutdown_timeout: float = 30.0
+    revoke_timeout: float = 20.0
+    poll_timeout: float = 0.1
+
+
+@dataclass
+class RunStats:
+    """Counters of one run, readable while it runs (``App.stats``)."""
+
+    records_in: int = 0
+    records_out: int = 0
+    batches: int = 0
+    commits: int = 0
+    rebalances: int = 0
+    paused: int = 0
+    committed: dict[TopicPartitionKey, int] | None = None
+
+
+class Runner:
+    """Runs the dataflow of ``sources`` until ``stop()`` or a fatal error."""
+
+    def __init__(
+        self, name: str, settings: ClientSettings, sources: list[Source], options: RuntimeOptions
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.sources = sources
+        self.options = options
+        self.stats = RunStats(committed={})
+        self.tracker = OffsetTracker()
+        self._stop = threading.Event()
+        self._assigned: set[TopicPartitionKey] = set()
+        self._paused = False
+        self._to_commit: dict[TopicPartitionKey, int] = {}
+        self._fatal: BaseException | None = None
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self.ready = threading.Event()
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_topics(self) -> list[str]:
+        admin = TopicAdmin(self.settings.admin_config())
+        topics = [t for s in self.sources for t in s.topics]
+        infos = admin.require_sources(topics)
+        for source in self.sources:
+            partitions = max(infos[t].partitions for t in source.topics)
+            replication = max(infos[t].replication for t in source.topics)
+            for step in _to_steps(source.root):
+                admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
+        return topics
+
+    def _make_clients(self) -> None:
+        self._producer = Producer(
+            {
+                **self.settings.producer_config(),
+                "logger": _librdkafka_logger,
+                "error_cb": self._on_client_error,
+            }
+        )
+        self._consumer = Consumer(
+            {
+                **self.settings.consumer_config(),
+                "logger": _librdkafka_logger,
+                "error_cb": self._on_client_error,
+                "on_commit": self._on_commit,
+            }
+        )
+
+    # ------------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Ask the loop to stop: it finishes the batch at hand, flushes, commits and leaves the group."""
+        self._stop.set()
+
+    def run(self) -> bool:
+        """Run until stopped. Returns True when every processed record was committed."""
+        topics = self._prepare_topics()
+        self._make_clients()
+        assert self._consumer is not None and self._producer is not None
+        executor = Executor(self.sources, self._producer.produce, self._producer.poll, self._on_failures)
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+        logger.info("%s: consuming %s as group %s", self.name, ", ".join(topics), self.settings.group_id)
+        clean = False
+        try:
+            self._loop(executor)
+        finally:
+            clean = self._shutdown()
+        if self._fatal is not None:
+            raise self._fatal
+        return clean
+
+    # ------------------------------------------------------------------ the loop
+    def _loop(self, executor: Executor) -> None:
+        consumer, producer, tracker, opts = self._consumer, self._producer, self.tracker, self.options
+        assert consumer is not None and producer is not None
+        max_records = self.settings.max_poll_records
+        stats = self.stats
+        next_commit = time.monotonic() + opts.commit_interval
+        progress = _Progress(self, opts.progress_interval)
+        while not self._stop.is_set():
+            msgs = consumer.consume(max_records, 0 if self._paused else opts.poll_timeout)
+            if self._fatal is not None:
+                return
+            if msgs:
+                good = [m for m in msgs if m.error() is None]
+                if len(good) != len(msgs):
+                    self._on_message_errors([m for m in msgs if m.error() is not None])
+                if good:
+                    batch = Batch(len(good))
+                    next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in good}
+                    try:
+                        executor.run(good, batch)
+                    except SluiceError as exc:
+                        self._fatal = exc
+                        return
+                    batch.seal()
+                    tracker.add(batch, next_offsets)
+                    stats.records_in += len(good)
+                    stats.batches += 1
+            producer.poll(0.05 if self._paused else 0)
+            self._collect()
+            if self._fatal is not None:
+                return
+            self._backpressure()
+            now = time.monotonic()
+            if now >= next_commit:
+                self._commit(asynchronous=True)
+                next_commit = now + opts.commit_interval
+            progress.maybe_log(now)
+
+    def _collect(self) -> None:
+        """Move newly committable offsets into the pending commit; a failed delivery is fatal."""
+        failed = self.tracker.failed_batch()
+        if failed is not None:
+            err, msg = failed.errors[0]
+            topic = msg.topic() if msg is not None else "?"
+            self._fatal = DeliveryError(
+                f"Kafka refused an output record for topic {topic!r}: {err.str() if hasattr(err, 'str') else err}; "
+                f"its source offset and later ones are not committed (they will be processed again after a restart)"
+            )
+            return
+        ready = self.tracker.committable()
+        if ready:
+            self._to_commit.update(ready)
+
+    def _commit(self, asynchronous: bool) -> None:
+        if not self._to_commit:
+            return
+        assert self._consumer is not None
+        offsets = [
+            TopicPartition(t, p, o) for (t, p), o in self._to_commit.items() if (t, p) in self._assigned
+        ]
+        self._to_commit.clear()
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+        except KafkaException as exc:
+            # the next commit covers these offsets; a rebalance may redo the records (at-least-once)
+            logger.warning("%s: commit failed: %s", self.name, exc.args[0].str() if exc.args else exc)
+            return
+        self.stats.commits += 1
+        if not asynchronous:
+            for tp in offsets:
+                self.stats.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _backpressure(self) -> None:
+        in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
+        if not self._paused and in_flight >= cap:
+            self._set_paused(True)
+        elif self._paused and in_flight <= cap // 2:
+            self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        assert self._consumer is not None
+        parts = [TopicPartition(t, p) for t, p in self._assigned]
+        if parts:
+            (self._consumer.pause if paused else self._consumer.resume)(parts)
+        if paused:
+            self.stats.paused += 1
+            logger.debug("%s: %d records in flight: partitions paused", self.name, self.tracker.in_flight)
+        self._paused = paused
+
+    # ------------------------------------------------------------------ failures
+    def _on_failures(self, stage: str, step: str, failures: list[Failure]) -> None:
+        """The failure policy of the core engine: stop, commit nothing at or past the failed record."""
+        record, exc = failures[0]
+        msg = record[2]
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        kind = {"deserialize": DeserializationError, "produce": SerializationError}.get(stage, StepError)
+        text = (
+            f"{step} failed on record {where}: {type(exc).__name__}: {exc}"
+            f"{f' ({len(failures)} records of the batch failed)' if len(failures) > 1 else ''}; "
+            f"nothing at or after this offset is committed"
+        )
+        raise kind(text) from exc
+
+    def _on_message_errors(self, msgs: list) -> None:
+        for m in msgs:
+            err = m.error()
+            if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC) or err.fatal():
+                self._fatal = SluiceError(f"consuming {m.topic()} failed: {err.str()}")
+            else:
+                logger.warning("%s: consumer error: %s", self.name, err.str())
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self._fatal = SluiceError(f"fatal Kafka client error: {err.str()}")
+        elif err.code() == KafkaError._ALL_BROKERS_DOWN:
+            logger.warning("%s: all brokers are down (%s); retrying", self.name, err.str())
+        else:
+            logger.info("%s: kafka: %s", self.name, err.str())
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            logger.warning("%s: offset commit failed: %s", self.name, err.str())
+            return
+        for tp in partitions:
+            if tp.error is None:
+                self.stats.committed[(tp.topic, tp.partition)] = tp.offset
+
+    # ------------------------------------------------------------------ rebalance
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        logger.info("%s: assigned %s", self.name, _fmt(partitions))
+        if self._paused and partitions:
+            consumer.incremental_assign(partitions)
+            consumer.pause(partitions)
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("%s: revoking %s", self.name, _fmt(partitions))
+        self._drain(revoked, self.options.revoke_timeout)
+        self._commit(asynchronous=False)
+        self.tracker.forget(revoked)
+        self._assigned -= revoked
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = {(tp.topic, tp.partition) for tp in partitions}
+        logger.warning(
+            "%s: partitions lost (their uncommitted records will be redone): %s", self.name, _fmt(partitions)
+        )
+        self.tracker.forget(lost)
+        self._assigned -= lost
+        for tp in lost:
+            self._to_commit.pop(tp, None)
+
+    def _drain(self, partitions: set[TopicPartitionKey], timeout: float) -> None:
+        """Serve delivery reports until ``partitions`` have nothing pending, or ``timeout``."""
+        assert self._producer is not None
+        deadline = time.monotonic() + timeout
+        self._collect()
+        while self.tracker.pending_for(partitions) and self._fatal is None:
+            if time.monotonic() >= deadline:
+                logger.warning(
+                    "%s: outputs of %d batches not acknowledged within %.0fs; their offsets are not committed",
+                    self.name,
+                    self.tracker.pending_for(partitions),
+                    timeout,
+                )
+                return
+            self._producer.poll(0.05)
+            self._collect()
+
+    # ------------------------------------------------------------------ shutdown
+    def _shutdown(self) -> bool:
+        consumer, producer = self._consumer, self._producer
+        clean = True
+        if producer is not None:
+            remaining = producer.flush(self.options.shutdown_timeout)
+            if remaining:
+                clean = False
+                logger.error(
+                    "%s: %d outputs not acknowledged within %.0fs; their source offsets are not committed",
+                    self.name,
+                    remaining,
+                    self.options.shutdown_timeout,
+                )
+        if consumer is not None:
+            if self._fatal is None or isinstance(self._fatal, SluiceError):
+                self._collect()
+                self._commit(asynchronous=False)
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                logger.warning("%s: closing the consumer: %s", self.name, exc)
+        logger.info(
+            "%s: stopped after %d records in, %d batches, %d commits",
+            self.name,
+            self.stats.records_in,
+            self.stats.batches,
+            self.stats.commits,
+        )
+        return clean and self.tracker.in_flight == 0
+
+
+class _Progress:
+    """A periodic one-line summary: rates, lag, in-flight."""
+
+    def __init__(self, runner: Runner, interval: float) -> None:
+        self.runner = runner
+        self.interval = interval
+        self.last = time.monotonic()
+        self.last_in = 0
+
+    def maybe_log(self, now: float) -> None:
+        if now - self.last < self.interval:
+            return
+        runner = self.runner
+        rate = (runner.stats.records_in - self.last_in) / (now - self.last)
+        self.last, self.last_in = now, runner.stats.records_in
+        logger.info(
+            "%s: %.0f rec/s in, lag %s, in-flight %d, %d partitions%s",
+            runner.name,
+            rate,
+            _lag(runner),
+            runner.tracker.in_flight,
+            len(runner._assigned),
+            " (paused)" if runner._paused else "",
+        )
+
+
+def _lag(runner: Runner) -> str:
+    consumer = runner._consumer
+    if consumer is None or not runner._assigned:
+        return "-"
+    try:
+        parts = consumer.position([TopicPartition(t, p) for t, p in runner._assigned])
+        total = 0
+        for tp in parts:
+            _lo, hi = consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and hi >= 0:
+                total += max(0, hi - tp.offset)
+        return str(total)
+    except KafkaException:
+        return "?"
+
+
+def _to_steps(stream: Stream) -> list[To]:
+    out: list[To] = []
+    for child in stream.children:
+        if isinstance(child.step, To):
+            out.append(child.step)
+        out.extend(_to_steps(child))
+    return out
+
+
+def _fmt(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in partitions) or "nothing"

@@ -1,0 +1,112 @@
+"""Which source offsets may be committed: only those whose every output was acknowledged.
+
+Each consumed batch is a ``Batch``: it counts the output records still waiting for
+the broker's acknowledgement. Per partition, batches are kept in consume order; the
+commit point of a partition advances over the batches at the front that are done,
+so an offset is committed only when its own outputs and those of every earlier
+record of that partition are acknowledged (contiguous per partition).
+
+Example:
+    >>> tracker = OffsetTracker()
+    >>> first, second = Batch(2), Batch(1)
+    >>> tracker.add(first, {("t", 0): 10})
+    >>> tracker.add(second, {("t", 0): 11})
+    >>> first.expect(1); first.seal(); second.seal()
+    >>> tracker.committable()        # first still waits for an ack
+    {}
+    >>> first.on_delivery(None, None)
+    >>> tracker.committable()
+    {('t', 0): 11}
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+__all__ = ["Batch", "OffsetTracker", "TopicPartitionKey"]
+
+TopicPartitionKey = tuple[str, int]
+
+
+class Batch:
+    """One consumed batch: its size and how many of its outputs still await an ack."""
+
+    __slots__ = ("errors", "pending", "sealed", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.pending = 0
+        self.sealed = False
+        self.errors: list[tuple[Any, Any]] = []
+
+    def expect(self, count: int) -> None:
+        """Count ``count`` more outputs that must be acknowledged."""
+        self.pending += count
+
+    def seal(self) -> None:
+        """Processing of the batch is over: no more outputs will be added."""
+        self.sealed = True
+
+    def on_delivery(self, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report for one output of this batch."""
+        if err is not None:
+            self.errors.append((err, msg))
+        self.pending -= 1
+
+    @property
+    def done(self) -> bool:
+        return self.sealed and self.pending == 0 and not self.errors
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.errors)
+
+
+class OffsetTracker:
+    """Per-partition queues of batches and the offsets that are safe to commit."""
+
+    def __init__(self) -> None:
+        self._queues: dict[TopicPartitionKey, deque[tuple[Batch, int]]] = {}
+        self._batches: deque[Batch] = deque()
+        self.in_flight = 0
+
+    def add(self, batch: Batch, next_offsets: dict[TopicPartitionKey, int]) -> None:
+        """Track ``batch``; ``next_offsets`` is, per partition, its last offset + 1."""
+        for tp, offset in next_offsets.items():
+            queue = self._queues.get(tp)
+            if queue is None:
+                queue = self._queues[tp] = deque()
+            queue.append((batch, offset))
+        self._batches.append(batch)
+        self.in_flight += batch.size
+
+    def committable(self) -> dict[TopicPartitionKey, int]:
+        """Advance over finished batches; return the new commit offset of each partition that moved."""
+        out: dict[TopicPartitionKey, int] = {}
+        for tp, queue in self._queues.items():
+            while queue and queue[0][0].done:
+                out[tp] = queue.popleft()[1]
+        batches = self._batches
+        while batches and batches[0].done:
+            self.in_flight -= batches.popleft().size
+        return out
+
+    def failed_batch(self) -> Batch | None:
+        """The oldest batch with a failed delivery, if any."""
+        for batch in self._batches:
+            if batch.failed:
+                return batch
+        return None
+
+    def pending_for(self, partitions: set[TopicPartitionKey]) -> int:
+        """How many batches still hold back one of ``partitions``."""
+        return sum(len(self._queues.get(tp, ())) for tp in partitions)
+
+    def forget(self, partitions: set[TopicPartitionKey]) -> None:
+        """Stop tracking revoked or lost partitions (their uncommitted work will be redone)."""
+        for tp in partitions:
+            self._queues.pop(tp, None)
+
+    def __len__(self) -> int:
+        return len(self._batches)
