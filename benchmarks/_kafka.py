@@ -1,0 +1,236 @@
+"""Kafka helpers shared by the benchmarks: topics, data generation, offsets, output checks."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+
+__all__ = [
+    "BROKERS",
+    "Verdict",
+    "create_topics",
+    "delete_topics",
+    "end_offset_total",
+    "expected_click_ids",
+    "make_event",
+    "produce_events",
+    "unique_name",
+    "verify_output",
+]
+
+BROKERS = os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092")
+
+_TYPES = ("click", "view", "scroll", "click", "view", "purchase", "view", "click", "scroll", "view")
+_COUNTRIES = ("DE", "FR", "US", "BR", "IN", "JP", "NG", "SE")
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def event_type(i: int) -> str:
+    """Deterministic event type of record ``i``: 30% are clicks."""
+    return _TYPES[(i * 7) % len(_TYPES)]
+
+
+def make_event(i: int) -> dict:
+    """Record ``i`` of the input topic: a JSON object of about 200 bytes."""
+    return {
+        "id": i,
+        "type": event_type(i),
+        "page": f"/products/item-{i % 997:04d}",
+        "user": f"user-{i % 5003:05d}",
+        "ts": 1_718_000_000_000 + i,
+        "session": f"{(i * 2654435761) % (1 << 64):016x}",
+        "ua": "Mozilla/5.0 (X11; Linux x86_64)",
+        "ref": f"https://example.com/?q={i % 89}",
+        "country": _COUNTRIES[i % len(_COUNTRIES)],
+    }
+
+
+def expected_click_ids(records: int) -> set[int]:
+    return {i for i in range(records) if event_type(i) == "click"}
+
+
+def create_topics(names: Iterable[str], partitions: int, brokers: str = BROKERS) -> None:
+    """Create ``names`` and wait until every partition has a leader."""
+    names = list(names)
+    admin = AdminClient({"bootstrap.servers": brokers})
+    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+    for future in futures.values():
+        future.result(timeout=30)
+    deadline = time.monotonic() + 30
+    pending = set(names)
+    while pending:
+        if time.monotonic() > deadline:
+            msg = f"topics {sorted(pending)} have no leader for every partition after 30s"
+            raise TimeoutError(msg)
+        md = admin.list_topics(timeout=10).topics
+        for name in list(pending):
+            t = md.get(name)
+            if t and t.error is None and len(t.partitions) == partitions:
+                if all(p.leader >= 0 for p in t.partitions.values()):
+                    pending.discard(name)
+        if pending:
+            time.sleep(0.1)
+
+
+def delete_topics(names: Iterable[str], brokers: str = BROKERS) -> None:
+    names = list(names)
+    if not names:
+        return
+    admin = AdminClient({"bootstrap.servers": brokers})
+    for future in admin.delete_topics(names, operation_timeout=30).values():
+        try:
+            future.result(timeout=60)
+        except KafkaException:
+            pass
+
+
+def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
+    """Write ``records`` events keyed by user, acks=all; return the seconds it took."""
+    producer = Producer(
+        {
+            "bootstrap.servers": brokers,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 262_144,
+        }
+    )
+    errors: list[str] = []
+
+    def on_delivery(err, _msg):
+        if err is not None:
+            errors.append(str(err))
+
+    dumps, produce, poll = orjson.dumps, producer.produce, producer.poll
+    t0 = time.monotonic()
+    for i in range(records):
+        event = make_event(i)
+        while True:
+            try:
+                produce(topic, dumps(event), event["user"].encode(), on_delivery=on_delivery)
+                break
+            except BufferError:
+                poll(0.05)
+        if i % 10_000 == 0:
+            poll(0)
+    remaining = producer.flush(120)
+    if remaining or errors:
+        msg = f"producing the input failed: {remaining} not delivered, errors {errors[:3]}"
+        raise RuntimeError(msg)
+    return time.monotonic() - t0
+
+
+class OffsetWatch:
+    """Sum of a topic's end offsets, one ListOffsets request per call."""
+
+    def __init__(self, topic: str, partitions: int, brokers: str = BROKERS) -> None:
+        self._admin = AdminClient({"bootstrap.servers": brokers})
+        self._request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
+
+    def total(self) -> int:
+        """The sum of the end offsets, or -1 when the broker could not tell (e.g. leader not known yet)."""
+        futures = self._admin.list_offsets(self._request, request_timeout=5)
+        try:
+            return sum(f.result(timeout=10).offset for f in futures.values())
+        except KafkaException:
+            return -1
+
+
+def end_offset_total(topic: str, partitions: int, brokers: str = BROKERS) -> int:
+    watch = OffsetWatch(topic, partitions, brokers)
+    for _ in range(50):
+        total = watch.total()
+        if total >= 0:
+            return total
+        time.sleep(0.2)
+    msg = f"cannot read the end offsets of {topic}"
+    raise RuntimeError(msg)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What an output topic holds compared with what it should."""
+
+    records: int
+    expected: int
+    unique_ids: int
+    duplicates: int
+    missing: int
+    unexpected: int
+    malformed: int
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.records == self.expected
+            and self.duplicates == 0
+            and self.missing == 0
+            and self.unexpected == 0
+            and self.malformed == 0
+        )
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"ok ({self.records} records)"
+        return (
+            f"WRONG: {self.records} records for {self.expected} expected, {self.duplicates} duplicates, "
+            f"{self.missing} missing ids, {self.unexpected} unexpected ids, {self.malformed} malformed"
+        )
+
+
+def verify_output(topic: str, partitions: int, expected_ids: set[int], brokers: str = BROKERS) -> Verdict:
+    """Read ``topic`` to its end offsets and compare its ids with ``expected_ids``."""
+    end = end_offset_total(topic, partitions, brokers)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": unique_name("bench-verify"),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    seen: set[int] = set()
+    count = duplicates = malformed = 0
+    keys = {"id", "page", "user"}
+    deadline = time.monotonic() + 120
+    try:
+        while count < end and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, timeout=1):
+                if msg.error() is not None:
+                    continue
+                count += 1
+                try:
+                    value = orjson.loads(msg.value())
+                    ident = value["id"]
+                    if value.keys() != keys or not value["page"].startswith("/products/"):
+                        malformed += 1
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    malformed += 1
+                    continue
+                if ident in seen:
+                    duplicates += 1
+                else:
+                    seen.add(ident)
+    finally:
+        consumer.close()
+    return Verdict(
+        records=count,
+        expected=len(expected_ids),
+        unique_ids=len(seen),
+        duplicates=duplicates,
+        missing=len(expected_ids - seen),
+        unexpected=len(seen - expected_ids),
+        malformed=malformed,
+    )

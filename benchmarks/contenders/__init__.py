@@ -1,0 +1,58 @@
+"""The programs compared by the benchmarks, each run in its own process.
+
+Every contender is ``python -m benchmarks.contenders.<name> --input T --output O
+--group G --records N``: it consumes ``N`` records of ``T`` (a fresh consumer group,
+from the earliest offset), keeps the clicks, writes ``{"id", "page", "user"}`` to
+``O``, and exits. It prints JSON lines on stdout: ``{"first_consumed": t}`` as soon as
+it has its first record (``time.monotonic()``, a system-wide clock on Linux, so the
+parent can compare it with its own) and a final summary line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+__all__ = ["CLIENT_CONSUMER", "CLIENT_PRODUCER", "parse_args", "report", "report_first"]
+
+#: librdkafka settings of the hand-written loop: the same as sluice's own, so that the
+#: comparison measures the Python around the client, not different client tuning.
+CLIENT_CONSUMER: dict[str, Any] = {
+    "auto.offset.reset": "earliest",
+    "enable.auto.commit": False,
+    "enable.auto.offset.store": False,
+    "enable.partition.eof": False,
+    "partition.assignment.strategy": "cooperative-sticky",
+    "queued.max.messages.kbytes": 32768,
+}
+CLIENT_PRODUCER: dict[str, Any] = {
+    "enable.idempotence": True,
+    "linger.ms": 5,
+    "partitioner": "murmur2_random",
+    "queue.buffering.max.kbytes": 131072,
+}
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--brokers", default="127.0.0.1:9092")
+    parser.add_argument("--input", required=True, help="topic to consume")
+    parser.add_argument("--output", required=True, help="topic to write the clicks to")
+    parser.add_argument("--group", required=True, help="consumer group (fresh: starts at the earliest offset)")
+    parser.add_argument("--records", type=int, required=True, help="stop after consuming this many records")
+    parser.add_argument("--profile", help="write a pyinstrument text profile to this file (sluice only)")
+    return parser.parse_args(argv)
+
+
+def report(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+def report_first() -> float:
+    now = time.monotonic()
+    report(first_consumed=now)
+    return now

@@ -1,0 +1,64 @@
+"""The sluice pipeline: filter + map + to, through the public API.
+
+A watcher thread notes when the first records were consumed (``app.stats.records_in``
+becomes non-zero, i.e. after the first batch went through the graph; it polls every
+millisecond until then) and calls ``app.stop()`` once ``--records`` were consumed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from sluice import App
+
+from benchmarks.contenders import parse_args, report, report_first
+
+
+def build(args) -> App:
+    app = App(args.group, brokers=args.brokers, auto_offset_reset="earliest", progress_interval="1h")
+    events = app.stream(args.input, value="json")
+    events.filter(lambda e: e["type"] == "click").map(
+        lambda e: {"id": e["id"], "page": e["page"], "user": e["user"]}
+    ).to(args.output)
+    return app
+
+
+def watch(app: App, records: int) -> None:
+    while app.stats is None or app.stats.records_in == 0:
+        time.sleep(0.001)
+    report_first()
+    while app.stats.records_in < records:
+        time.sleep(0.02)
+    app.stop()
+
+
+def main() -> None:
+    args = parse_args(__doc__)
+    app = build(args)
+    threading.Thread(target=watch, args=(app, args.records), daemon=True).start()
+    if args.profile:
+        from pyinstrument import Profiler
+
+        profiler = Profiler(interval=0.001)
+        profiler.start()
+        clean = app.run()
+        profiler.stop()
+        with open(args.profile, "w") as f:
+            f.write(profiler.output_text(unicode=True, color=False, show_all=False))
+        profiler.last_session.save(args.profile + ".pyisession")
+    else:
+        clean = app.run()
+    stats = app.stats
+    report(
+        consumed=stats.records_in,
+        batches=stats.batches,
+        commits=stats.commits,
+        paused=stats.paused,
+        clean=clean,
+        finished=time.monotonic(),
+    )
+
+
+if __name__ == "__main__":
+    main()

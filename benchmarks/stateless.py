@@ -1,0 +1,305 @@
+"""Scenario "stateless": filter + map + to over JSON records, sluice against two hand-written loops.
+
+The input topic holds ``--records`` JSON events of about 200 bytes on 4 partitions
+(30% are clicks). Each contender, in its own process and consumer group, keeps the
+clicks, maps them to ``{"id", "page", "user"}`` and writes them to its own output
+topic, which is then read back and checked: exactly one record per click id.
+
+Contenders:
+    sluice       the public API: ``app.stream(...).filter(...).map(...).to(...)``
+    hand         a careful confluent-kafka loop (batch consume, orjson, at-least-once commits)
+    kafka-python the seed article's ``for message in consumer:`` loop (json, auto-commit)
+
+Throughput = input records / (time the output topic's end offsets reach the expected
+count - time the contender consumed its first record): group join and process start
+are excluded, identically for all. Peak RSS is the contender process's ``ru_maxrss``.
+
+Usage:
+    python -m benchmarks.stateless --records 1000000
+    python -m benchmarks.stateless --records 20000 --no-save     # smoke: exits 1 on wrong output
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from benchmarks._harness import ROOT, Contender, Result, run_contender
+from benchmarks._kafka import (
+    BROKERS,
+    create_topics,
+    delete_topics,
+    expected_click_ids,
+    produce_events,
+    unique_name,
+)
+
+PARTITIONS = 4
+CONTENDERS = {
+    "sluice": Contender("sluice", "benchmarks.contenders.sluice_pipeline", "sluice (filter+map+to)"),
+    "hand": Contender("hand", "benchmarks.contenders.hand_loop", "hand-written confluent-kafka loop"),
+    "kafka-python": Contender(
+        "kafka-python", "benchmarks.contenders.kafka_python_loop", "seed article kafka-python loop"
+    ),
+}
+GOALS = {"sluice/hand": 0.8, "sluice/kafka-python": 10.0, "sluice peak RSS MB": 300.0}
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def _kafka_version() -> str:
+    pom = (ROOT / "tools" / "kafka" / "pom.xml").read_text()
+    start = pom.find("<kafka.version>") + len("<kafka.version>")
+    return pom[start : pom.find("</kafka.version>")]
+
+
+def _git() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "sluice"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return "?"
+    return head.stdout.strip() + (" (sluice/ modified)" if dirty.stdout.strip() else "")
+
+
+def machine_facts() -> dict:
+    import confluent_kafka
+
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kb = 0
+    return {
+        "nproc": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": _kafka_version(),
+        "confluent_kafka": confluent_kafka.version()[0],
+        "librdkafka": confluent_kafka.libversion()[0],
+        "kafka_python": _version("kafka-python"),
+        "orjson": _version("orjson"),
+        "sluice": _version("sluice-streams"),
+        "git": _git(),
+    }
+
+
+def _best(results: list[Result], name: str) -> Result | None:
+    mine = [r for r in results if r.contender == name and r.msg_per_s]
+    return max(mine, key=lambda r: r.msg_per_s) if mine else None
+
+
+def summarize(results: list[Result], names: list[str]) -> dict:
+    best = {n: _best(results, n) for n in names}
+    summary: dict = {"contenders": {}, "ratios": {}, "goals": {}}
+    for n in names:
+        rs = [r for r in results if r.contender == n]
+        rates = [r.msg_per_s for r in rs if r.msg_per_s]
+        summary["contenders"][n] = {
+            "best_msg_per_s": round(best[n].msg_per_s) if best[n] else None,
+            "median_msg_per_s": round(statistics.median(rates)) if rates else None,
+            "all_msg_per_s": [round(x) for x in rates],
+            "peak_rss_mb": round(max(r.peak_rss_mb for r in rs), 1) if rs else None,
+            "all_ok": all(r.ok for r in rs),
+        }
+    s = best.get("sluice")
+    for other in ("hand", "kafka-python"):
+        o = best.get(other)
+        if s and o:
+            summary["ratios"][f"sluice/{other}"] = round(s.msg_per_s / o.msg_per_s, 3)
+    for goal, bound in GOALS.items():
+        if goal in summary["ratios"]:
+            value = summary["ratios"][goal]
+            summary["goals"][goal] = {"goal": f">= {bound}", "value": value, "met": value >= bound}
+        elif goal == "sluice peak RSS MB" and "sluice" in summary["contenders"]:
+            value = summary["contenders"]["sluice"]["peak_rss_mb"]
+            summary["goals"][goal] = {"goal": f"<= {bound}", "value": value, "met": value <= bound}
+    return summary
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| round | contender | msg/s | seconds | wall s (incl. start, join) | peak RSS MB | output |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
+    for i, r in enumerate(results):
+        rate = f"{r.msg_per_s:,.0f}" if r.msg_per_s else "-"
+        secs = f"{r.seconds:.2f}" if r.seconds else "-"
+        lines.append(
+            f"| {r.child.get('round', i)} | {r.contender} | {rate} | {secs} | {r.wall_seconds:.1f} "
+            f"| {r.peak_rss_mb:.0f} | {r.verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def goals_text(summary: dict) -> str:
+    lines = []
+    for n, c in summary["contenders"].items():
+        lines.append(
+            f"- {n}: best {c['best_msg_per_s']:,} msg/s (median {c['median_msg_per_s']:,}), "
+            f"peak RSS {c['peak_rss_mb']} MB"
+            if c["best_msg_per_s"]
+            else f"- {n}: no valid measurement"
+        )
+    for name, value in summary["ratios"].items():
+        lines.append(f"- {name}: {value:.2f}x")
+    for name, g in summary["goals"].items():
+        lines.append(f"- goal {name} {g['goal']}: {g['value']} -> {'MET' if g['met'] else 'NOT MET'}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each contender (order rotates)")
+    parser.add_argument(
+        "--contenders", default="sluice,hand,kafka-python", help="comma-separated subset of: " + ", ".join(CONTENDERS)
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per contender run")
+    parser.add_argument("--profile", action="store_true", help="then profile sluice with pyinstrument")
+    parser.add_argument("--no-save", action="store_true", help="do not write benchmarks/results/")
+    parser.add_argument("--keep-topics", action="store_true")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contender(s) {unknown}; choose from {list(CONTENDERS)}")
+    timeout = args.timeout or max(120.0, args.records / 2_000)
+    command = "python -m benchmarks.stateless " + shlex.join(sys.argv[1:] if argv is None else argv)
+    facts = machine_facts()
+    print(f"stateless: {args.records:,} records, {PARTITIONS} partitions, {args.rounds} round(s); {command}")
+    print(f"machine: {facts['nproc']} cpus ({facts['cpu']}), Python {facts['python']}, Kafka {facts['kafka']}")
+
+    input_topic = unique_name("bench-in")
+    outputs: list[str] = []
+    create_topics([input_topic], PARTITIONS)
+    try:
+        seconds = produce_events(input_topic, args.records)
+        print(f"input: {input_topic} written in {seconds:.1f}s ({args.records / seconds:,.0f} msg/s)")
+        expected_ids = expected_click_ids(args.records)
+        results: list[Result] = []
+        for rnd in range(args.rounds):
+            order = names[rnd % len(names) :] + names[: rnd % len(names)]
+            for name in order:
+                output = unique_name(f"bench-out-{name}")
+                outputs.append(output)
+                create_topics([output], PARTITIONS)
+                r = run_contender(
+                    CONTENDERS[name], input_topic, output, PARTITIONS, args.records, expected_ids, timeout
+                )
+                r.child["round"] = rnd + 1
+                results.append(r)
+                rate = f"{r.msg_per_s:,.0f} msg/s" if r.msg_per_s else "no rate"
+                print(f"  round {rnd + 1} {name:>12}: {rate}, peak RSS {r.peak_rss_mb:.0f} MB, {r.verdict}")
+                if not r.ok and r.stderr_tail:
+                    print("    stderr:\n" + "\n".join("      " + line for line in r.stderr_tail.splitlines()))
+        profile_path = None
+        if args.profile:
+            profile_path = RESULTS / "stateless-profile.txt"
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            output = unique_name("bench-out-profile")
+            outputs.append(output)
+            create_topics([output], PARTITIONS)
+            p = run_contender(
+                CONTENDERS["sluice"],
+                input_topic,
+                output,
+                PARTITIONS,
+                args.records,
+                expected_ids,
+                timeout,
+                profile=str(profile_path),
+            )
+            rate = f"{p.msg_per_s:,.0f} msg/s" if p.msg_per_s else "no rate"
+            print(f"  profiled sluice run: {rate} (under pyinstrument), {p.verdict}; profile in {profile_path}")
+    finally:
+        if not args.keep_topics:
+            delete_topics([input_topic, *outputs])
+
+    summary = summarize(results, names)
+    print()
+    print(table(results))
+    print()
+    print(goals_text(summary))
+    if not args.no_save:
+        save(command, facts, args, results, summary)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def save(command: str, facts: dict, args: argparse.Namespace, results: list[Result], summary: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.date.today().isoformat()
+    data = {
+        "scenario": "stateless",
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "records": args.records,
+        "partitions": PARTITIONS,
+        "rounds": args.rounds,
+        "method": (
+            "msg/s = input records / (output end offsets reach the expected count - first record consumed); "
+            "each contender in its own process and consumer group; peak RSS = ru_maxrss of that process"
+        ),
+        "machine": facts,
+        "summary": summary,
+        "runs": [r.as_dict() for r in results],
+    }
+    json_path = RESULTS / f"stateless-{stamp}.json"
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md = f"""# Benchmark "stateless" — {stamp}
+
+`{command}`
+
+{args.records:,} JSON records (~210 bytes, 30% clicks) on {PARTITIONS} partitions;
+filter(type == "click") + map(id, page, user) + to(output topic). Each contender runs in
+its own process and consumer group; its output topic is read back and checked
+(exactly one record per click id).
+
+msg/s = input records / (time the output topic's end offsets reach the expected count
+− time the contender consumed its first record). Group join and process start are
+excluded, identically for all. Peak RSS = `ru_maxrss` of the contender's process.
+Best of {args.rounds} round(s) per contender.
+
+## Results
+
+{table(results)}
+
+{goals_text(summary)}
+
+## Machine
+
+| | |
+|---|---|
+""" + "\n".join(f"| {k} | {v} |" for k, v in facts.items()) + "\n"
+    (RESULTS / f"stateless-{stamp}.md").write_text(md)
+    print(f"\nwrote {json_path.relative_to(ROOT)} and {json_path.with_suffix('.md').relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"(benchmark took {time.monotonic() - started:.0f}s)")
+    sys.exit(code)
