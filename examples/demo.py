@@ -1,43 +1,95 @@
-"""Demo: produce a few thousand JSON events to the local broker, consume them back, print a summary."""
+"""``make demo``: produce synthetic events, run the click pipeline with ``sluice run``, print a summary."""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
-from collections import Counter
+from pathlib import Path
 
-import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from examples.produce_events import produce_events
+
 BROKERS = os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092")
-N = 5000
+COUNT = int(os.environ.get("DEMO_EVENTS_COUNT", "200000"))
+PARTITIONS = 4
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def main() -> None:
-    topic = f"demo-events-{uuid.uuid4().hex[:6]}"
+def committed_lag(group: str, topic: str) -> tuple[int, int]:
+    """(sum of committed offsets, total lag) of ``group`` on ``topic``."""
+    consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        committed = consumer.committed(parts, timeout=10)
+        total, lag = 0, 0
+        for tp in committed:
+            high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]
+            done = max(tp.offset, 0)
+            total += done
+            lag += high - done
+        return total, lag
+    finally:
+        consumer.close()
+
+
+def count_records(topic: str) -> int:
+    consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": f"demo-count-{uuid.uuid4().hex[:6]}"})
+    try:
+        md = consumer.list_topics(topic, timeout=10).topics[topic]
+        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions)
+    finally:
+        consumer.close()
+
+
+def main() -> int:
+    run = uuid.uuid4().hex[:6]
+    events, clicks, group = f"events-{run}", f"clicks-{run}", f"clicks-demo-{run}"
     admin = AdminClient({"bootstrap.servers": BROKERS})
-    admin.create_topics([NewTopic(topic, 4, 1)])[topic].result(30)
-    producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 5})
-    kinds = ("click", "view", "purchase")
+    admin.create_topics([NewTopic(events, PARTITIONS, 1)])[events].result(30)
+
+    print(f"1. producing {COUNT:,} synthetic events (clicks, views, purchases) to {events} ...")
     t0 = time.perf_counter()
-    for i in range(N):
-        event = {"id": i, "type": kinds[i % 3], "page": f"/p/{i % 17}", "user": f"u{i % 101}"}
-        producer.produce(topic, key=event["user"], value=orjson.dumps(event))
-        producer.poll(0)
-    producer.flush(30)
-    consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": topic, "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    counts: Counter[str] = Counter()
-    while sum(counts.values()) < N:
-        for msg in consumer.consume(1000, timeout=1):
-            if not msg.error():
-                counts[orjson.loads(msg.value())["type"]] += 1
-    consumer.close()
-    elapsed = time.perf_counter() - t0
-    print(f"produced and consumed {N} events on {topic} in {elapsed:.2f}s: {dict(counts)}")
+    produced = produce_events(BROKERS, events, COUNT)
+    print(f"   {sum(produced.values()):,} acknowledged in {time.perf_counter() - t0:.1f}s: {dict(produced)}")
+
+    print(f"2. sluice run examples.clicks:app  (group {group}: {events} -> filter clicks -> {clicks})")
+    env = {**os.environ, "DEMO_EVENTS": events, "DEMO_CLICKS": clicks, "DEMO_APP": group, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sluice", "run", "examples.clicks:app"], env=env, cwd=ROOT)
+    started = time.perf_counter()
+    deadline = started + 300
+    first_commit = None
+    while time.perf_counter() < deadline:
+        done, lag = committed_lag(group, events)
+        if done and first_commit is None:
+            first_commit = time.perf_counter()
+        if done >= COUNT and lag == 0:
+            break
+        if proc.poll() is not None:
+            print(f"   the app exited early with code {proc.returncode}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
+    elapsed = time.perf_counter() - started
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(60)
+
+    done, lag = committed_lag(group, events)
+    outputs = count_records(clicks)
+    print("3. summary")
+    print(f"   input events     {COUNT:>10,}")
+    print(f"   click outputs    {outputs:>10,}   (expected {produced['click']:,})")
+    print(f"   committed        {done:>10,}   final lag {lag}")
+    print(f"   wall time        {elapsed:>10.1f}s  (includes joining the group) = {COUNT / elapsed:,.0f} events/s")
+    print(f"   app exit code    {code:>10}   (SIGTERM: drained, committed, exited)")
+    ok = code == 0 and lag == 0 and outputs >= produced["click"]
+    print("   OK: every event processed, nothing lost" if ok else "   FAILED", file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

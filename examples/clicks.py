@@ -1,0 +1,30 @@
+"""The seed article's click pipeline, done right.
+
+Instead of::
+
+    for message in consumer:                     # auto-commit: offsets of work not done
+        data = json.loads(message.value)
+        if data["type"] == "click":
+            process_click(data)
+
+it is::
+
+    sluice run examples.clicks:app
+
+Topic names come from ``DEMO_EVENTS`` / ``DEMO_CLICKS`` (default ``events`` / ``clicks``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from sluice import App
+
+EVENTS = os.environ.get("DEMO_EVENTS", "events")
+CLICKS = os.environ.get("DEMO_CLICKS", "clicks")
+
+app = App(os.environ.get("DEMO_APP", "clicks"), brokers=os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092"))
+
+events = app.stream(EVENTS, value="json")
+clicks = events.filter(lambda e: e["type"] == "click")
+clicks.map(lambda e: {"id": e["id"], "user": e["user"], "page": e["page"], "ts": e["ts"]}).to(CLICKS)
