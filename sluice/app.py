@@ -19,9 +19,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from sluice._durations import parse_duration
+from sluice._names import check_topic_name
 from sluice.dataflow import Source, Stream
-from sluice.dataflow.stream import check_topic_name
 from sluice.errors import ConfigError
+from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy, coerce_policy
 from sluice.kafka.config import callable_option, settings_from_options
 from sluice.runtime.runner import Runner, RunStats, RuntimeOptions
 from sluice.serde import _check_format
@@ -113,6 +114,7 @@ class App:
         self._value_default = callable_option(value_deserializer, "value_deserializer") or "json"
         self._key_default = callable_option(key_deserializer, "key_deserializer") or "bytes"
         self.sources: list[Source] = []
+        self.error_policy: ErrorPolicy = DEFAULT_POLICY
         self._runner: Runner | None = None
         self._stop_requested = threading.Event()
 
@@ -131,6 +133,7 @@ class App:
         *,
         value: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
         key: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
+        on_error: ErrorPolicy | dict[str, Any] | str | None = None,
     ) -> Stream:
         """Consume ``topic`` (or several topics): the start of a dataflow.
 
@@ -140,6 +143,8 @@ class App:
                 ``value_deserializer``), ``"str"``, ``"bytes"``, or a callable ``bytes -> object``.
                 A null value (tombstone) arrives as ``None``.
             key: how keys are deserialized (default ``"bytes"``: passed through untouched).
+            on_error: the failure policy for records of this stream that cannot be
+                deserialized (default: the app's, see ``on_error``).
 
         Example:
             >>> app = App("doc")
@@ -159,9 +164,59 @@ class App:
         key = key if key is not None else self._key_default
         _check_format(value, "value")
         _check_format(key, "key")
-        source = Source(topics, value, key)
+        source = Source(topics, value, key, coerce_policy(on_error, "stream"))
         self.sources.append(source)
         return source.root
+
+    def on_error(
+        self,
+        *,
+        retries: int | None = None,
+        backoff: str | float | None = None,
+        dead_letter: str | None = None,
+        skip: bool = False,
+        fail: bool = False,
+        retry_topics: list[str | float] | None = None,
+    ) -> ErrorPolicy:
+        """Set the app-wide failure policy (each step may override it with ``on_error=``).
+
+        A failure is a record that cannot be deserialized, a user function (filter, map,
+        flat_map, key_by, sink) that raises, or an output Kafka refuses. The failed record
+        is retried in place with exponential backoff, then, by default, written to the
+        dead-letter topic ``<app name>.dlq`` with its original key, value and headers plus
+        ``sluice.error.*`` headers (topic, partition, offset, timestamp, stage, step,
+        exception, message, stacktrace, attempts, app). Its offset is committed only once
+        the dead letter is acknowledged. Without a call, the policy is
+        ``retries=3, backoff="100ms..5s"`` and the default dead-letter topic.
+
+        Args:
+            retries: in-place retries after the first attempt (default 3, or 0 with
+                ``skip``/``fail``). Keep them short: they hold the partition's batch.
+            backoff: ``"100ms..5s"``: first delay .. cap, doubling each retry.
+            dead_letter: the dead-letter topic (created when first needed).
+            skip: log (rate-limited), count (``app.stats.skipped``) and commit past it.
+            fail: stop the app with an error; the failed offset is not committed.
+            retry_topics: reserved for delayed retry topics (``["1s", "30s", "5m"]``).
+
+        Returns:
+            The policy now in force.
+
+        Example:
+            >>> app = App("orders")
+            >>> app.on_error(retries=3, backoff="100ms..5s", dead_letter="orders.dlq").dead_letter
+            'orders.dlq'
+            >>> app.on_error(skip=True).action
+            'skip'
+        """
+        self.error_policy = ErrorPolicy.from_options(
+            retries=retries,
+            backoff=backoff,
+            dead_letter=dead_letter,
+            skip=skip,
+            fail=fail,
+            retry_topics=retry_topics,
+        )
+        return self.error_policy
 
     # ------------------------------------------------------------------ running
     @property
@@ -194,7 +249,7 @@ class App:
         if not any(s.root.children for s in self.sources):
             msg = f"app {self.name!r} has streams but no steps: add .map/.filter/.to/.sink before run()"
             raise ConfigError(msg)
-        runner = Runner(self.name, self.settings, self.sources, self.options)
+        runner = Runner(self.name, self.settings, self.sources, self.options, self.error_policy)
         self._runner = runner
         if self._stop_requested.is_set():
             runner.stop()

@@ -41,9 +41,12 @@ def running(app: App, ready_timeout: float = 30.0) -> Iterator[dict]:
         assert not thread.is_alive(), "app did not stop within 60s"
 
 
-def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition"):
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.2, what: str = "condition", outcome=None):
+    """Poll ``predicate`` until true; fail at once if the app of ``outcome`` (from ``running``) died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if outcome and "error" in outcome:
+            raise AssertionError(f"the app failed while waiting for {what}") from outcome["error"]
         value = predicate()
         if value:
             return value

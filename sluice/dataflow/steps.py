@@ -3,44 +3,52 @@
 A record is a tuple ``(value, key, meta)``: ``meta`` belongs to the runtime and is
 carried through untouched. Each step turns the list of records of one consumed batch
 into a new list, so the per-record cost is the user's function plus a list operation.
-``apply_each`` runs the same step one record at a time to isolate the records whose
-function raised, and is used only after ``apply`` failed for the batch.
+When the user's function raises, ``apply`` raises ``StepFailed`` carrying the
+position of the failed record and the outputs of the records before it, so the
+runtime can hand that one record to the failure policy and go on with the rest of
+the list: no record's function is ever called twice because another one failed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "Record", "Sink", "Step", "To"]
+from sluice.errors.policy import ErrorPolicy
+
+__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "Record", "Sink", "Step", "StepFailed", "To"]
 
 Record = tuple[Any, Any, Any]
-Failure = tuple[Record, BaseException]
+
+
+class StepFailed(Exception):
+    """The function of a step raised for ``records[index]``; ``done`` are the outputs of the records before it."""
+
+    def __init__(self, index: int, done: list[Record], cause: Exception) -> None:
+        super().__init__(index, cause)
+        self.index = index
+        self.done = done
+        self.cause = cause
 
 
 @dataclass(frozen=True)
 class Step:
-    """Base of all operators. ``name`` identifies the step in errors and dead letters."""
+    """Base of all operators. ``name`` identifies the step in errors and dead letters;
+    ``on_error`` overrides the app's failure policy for this step."""
 
     name: str
+    on_error: ErrorPolicy | None = field(default=None, kw_only=True)
 
     def apply(self, records: list[Record]) -> list[Record]:
         raise NotImplementedError
 
     def apply_one(self, record: Record) -> list[Record]:
-        return self.apply([record])
-
-    def apply_each(self, records: list[Record]) -> tuple[list[Record], list[Failure]]:
-        """Apply record by record; return the outputs and the (record, exception) that failed."""
-        out: list[Record] = []
-        failed: list[Failure] = []
-        for record in records:
-            try:
-                out.extend(self.apply_one(record))
-            except Exception as exc:  # noqa: BLE001 - isolated and handed to the error policy
-                failed.append((record, exc))
-        return out, failed
+        """Apply to one record; the user function's own exception propagates."""
+        try:
+            return self.apply([record])
+        except StepFailed as failed:
+            raise failed.cause from None
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,16 @@ class Filter(Step):
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
-        return [r for r in records if fn(r[0])]
+        out: list[Record] = []
+        append = out.append
+        i = 0
+        try:
+            for i, r in enumerate(records):  # noqa: B007 - i tells where a failure happened
+                if fn(r[0]):
+                    append(r)
+        except Exception as exc:
+            raise StepFailed(i, out, exc) from exc
+        return out
 
 
 @dataclass(frozen=True)
@@ -62,7 +79,14 @@ class Map(Step):
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
-        return [(fn(v), k, m) for v, k, m in records]
+        out: list[Record] = []
+        append = out.append
+        try:
+            for v, k, m in records:
+                append((fn(v), k, m))
+        except Exception as exc:
+            raise StepFailed(len(out), out, exc) from exc
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,7 +97,15 @@ class FlatMap(Step):
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
-        return [(out, k, m) for v, k, m in records for out in fn(v)]
+        out: list[Record] = []
+        extend = out.extend
+        i = 0
+        try:
+            for i, (v, k, m) in enumerate(records):  # noqa: B007 - i tells where a failure happened
+                extend([(item, k, m) for item in fn(v)])
+        except Exception as exc:
+            raise StepFailed(i, out, exc) from exc
+        return out
 
 
 @dataclass(frozen=True)
@@ -84,7 +116,14 @@ class KeyBy(Step):
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
-        return [(v, fn(v), m) for v, _k, m in records]
+        out: list[Record] = []
+        append = out.append
+        try:
+            for v, _k, m in records:
+                append((v, fn(v), m))
+        except Exception as exc:
+            raise StepFailed(len(out), out, exc) from exc
+        return out
 
 
 @dataclass(frozen=True)
@@ -95,8 +134,12 @@ class Sink(Step):
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
-        for r in records:
-            fn(r[0])
+        i = 0
+        try:
+            for i, r in enumerate(records):  # noqa: B007 - i tells where a failure happened
+                fn(r[0])
+        except Exception as exc:
+            raise StepFailed(i, records[:i], exc) from exc
         return records
 
 

@@ -13,31 +13,20 @@ Branches share values: functions should return new values rather than mutate the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice._names import check_topic_name
 from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, Sink, Step, To
 from sluice.errors import ConfigError
+from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
 
-__all__ = ["Source", "Stream"]
+__all__ = ["OnError", "Source", "Stream"]
 
-_TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
-
-def check_topic_name(topic: object, what: str = "topic") -> str:
-    """Kafka's own topic-name rule, checked before any broker is contacted.
-
-    Example:
-        >>> check_topic_name("clicks-per-page")
-        'clicks-per-page'
-    """
-    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
-        msg = f"{what} {topic!r} is not a valid Kafka topic name (letters, digits, '.', '_', '-'; 1 to 249 chars)"
-        raise ConfigError(msg)
-    return topic
+#: a per-step failure policy: an ErrorPolicy, a dict of App.on_error keywords, or "skip" / "fail" / "dead_letter"
+OnError = ErrorPolicy | dict[str, Any] | str | None
 
 
 @dataclass(eq=False)
@@ -47,6 +36,7 @@ class Source:
     topics: tuple[str, ...]
     value: Any = "json"
     key: Any = "bytes"
+    on_error: ErrorPolicy | None = None
     root: Stream = field(init=False)
 
     def __post_init__(self) -> None:
@@ -100,7 +90,9 @@ class Stream:
             raise ConfigError(msg)
 
     # ------------------------------------------------------------------ operators
-    def filter(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+    def filter(
+        self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None
+    ) -> Stream:
         """Keep the records for which ``fn(value)`` is true.
 
         Example:
@@ -109,9 +101,10 @@ class Stream:
             [2, 4]
         """
         self._check_fn(fn, "filter")
-        return self._add(lambda label: Filter(label, fn), "filter", fn, name)
+        policy = coerce_policy(on_error, "filter")
+        return self._add(lambda label: Filter(label, fn, on_error=policy), "filter", fn, name)
 
-    def map(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+    def map(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
         """Replace each value by ``fn(value)``; the key, timestamp and headers are kept.
 
         Example:
@@ -120,9 +113,12 @@ class Stream:
             [10, 20]
         """
         self._check_fn(fn, "map")
-        return self._add(lambda label: Map(label, fn), "map", fn, name)
+        policy = coerce_policy(on_error, "map")
+        return self._add(lambda label: Map(label, fn, on_error=policy), "map", fn, name)
 
-    def flat_map(self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None) -> Stream:
+    def flat_map(
+        self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None, on_error: OnError = None
+    ) -> Stream:
         """Replace each value by every item of ``fn(value)`` (an iterable: zero, one or many).
 
         Example:
@@ -131,9 +127,12 @@ class Stream:
             [1, 2, 2]
         """
         self._check_fn(fn, "flat_map")
-        return self._add(lambda label: FlatMap(label, fn), "flat_map", fn, name)
+        policy = coerce_policy(on_error, "flat_map")
+        return self._add(lambda label: FlatMap(label, fn, on_error=policy), "flat_map", fn, name)
 
-    def key_by(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+    def key_by(
+        self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None
+    ) -> Stream:
         """Set the key of each record to ``fn(value)``; outputs are partitioned by it.
 
         A str key is written as UTF-8, bytes as is, anything else as JSON.
@@ -144,9 +143,10 @@ class Stream:
             [('u1', {'user': 'u1'})]
         """
         self._check_fn(fn, "key_by")
-        return self._add(lambda label: KeyBy(label, fn), "key_by", fn, name)
+        policy = coerce_policy(on_error, "key_by")
+        return self._add(lambda label: KeyBy(label, fn, on_error=policy), "key_by", fn, name)
 
-    def sink(self, fn: Callable[[Any], Any], *, name: str | None = None) -> Stream:
+    def sink(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
         """Call ``fn(value)`` for every record (``print``, a database write...).
 
         The record's offset is committed only after ``fn`` returned for it and for every
@@ -161,7 +161,8 @@ class Stream:
             ['a', 'b']
         """
         self._check_fn(fn, "sink")
-        return self._add(lambda label: Sink(label, fn), "sink", fn, name)
+        policy = coerce_policy(on_error, "sink")
+        return self._add(lambda label: Sink(label, fn, on_error=policy), "sink", fn, name)
 
     def to(
         self,
@@ -170,6 +171,7 @@ class Stream:
         value: Format | Callable[[Any], bytes] | None = None,
         partitions: int | None = None,
         replication: int | None = None,
+        on_error: OnError = None,
     ) -> Stream:
         """Write every record to ``topic``.
 
@@ -191,8 +193,12 @@ class Stream:
                 msg = f"to({topic!r}, {what}={count!r}): must be a positive integer"
                 raise ConfigError(msg)
         keyed = self._keyed()
+        policy = coerce_policy(on_error, "to")
         return self._add(
-            lambda label: To(label, topic, value, partitions, replication, keyed), "to", _Named(topic), None
+            lambda label: To(label, topic, value, partitions, replication, keyed, on_error=policy),
+            "to",
+            _Named(topic),
+            None,
         )
 
 

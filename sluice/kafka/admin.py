@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
-from sluice.kafka.config import suggest
 
 __all__ = ["TopicAdmin", "TopicInfo"]
 

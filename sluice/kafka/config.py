@@ -8,16 +8,16 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice._names import suggest
 from sluice.errors import ConfigError
 
-__all__ = ["APP_OPTIONS", "ClientSettings", "settings_from_options", "suggest"]
+__all__ = ["APP_OPTIONS", "ClientSettings", "settings_from_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,17 +54,6 @@ APP_OPTIONS: tuple[str, ...] = (
 )
 
 _OFFSET_RESETS = ("earliest", "latest", "error")
-
-
-def suggest(name: str, valid: tuple[str, ...] | list[str]) -> str:
-    """Return ``" (did you mean 'x'?)"`` for the closest valid name, or ``""``.
-
-    Example:
-        >>> suggest("group_idd", ["group_id", "client_id"])
-        " (did you mean 'group_id'?)"
-    """
-    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass(frozen=True)

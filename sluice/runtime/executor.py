@@ -2,48 +2,55 @@
 
 The graph is compiled once into ``_Node`` objects. A batch of Kafka messages is
 deserialized into records ``(value, key, message)`` and each step maps the whole
-list to a new list. When a step raises for the batch, it is re-run record by record
-to isolate the failing records, which go to the failure handler; the others go on.
+list to a new list. When a user function raises, the step reports which record
+failed (``StepFailed``); that record alone goes to the ``FailureRouter`` (in-place
+retries, then dead letter / skip / stop), its outputs if a retry succeeds take its
+place, and the step goes on with the records after it: order is kept and no
+function is called twice for a record that did not fail.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
 
-from sluice.dataflow import Source, Step, Stream, To
-from sluice.dataflow.steps import Failure, Record
+from sluice.dataflow import Sink, Source, Step, Stream, To
+from sluice.dataflow.steps import Record, StepFailed
+from sluice.errors.policy import ErrorPolicy
+from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.tracker import Batch
 from sluice.serde import deserializer, key_serializer, serializer
 
-__all__ = ["Executor", "FailureHandler"]
+__all__ = ["Executor"]
 
-#: ``handler(stage, step_name, failures)``; stage is deserialize | process | produce | sink.
-FailureHandler = Callable[[str, str, list[Failure]], None]
 Produce = Callable[..., None]
 
 
 @dataclass
 class _Node:
     step: Step
+    stage: str
     children: list[_Node] = field(default_factory=list)
-    emit: Callable[[list[Record], Batch], None] | None = None
+    emit: _Emitter | None = None
+
+
+def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Record]]) -> list[Record]:
+    for index, outputs in recovered.items():
+        per_record[index] = outputs
+    return [r for outputs in per_record if outputs for r in outputs]
 
 
 class _Emitter:
     """Produces the records reaching a ``To`` step, each acknowledged against its batch."""
 
     def __init__(
-        self,
-        step: To,
-        source: Source,
-        produce: Produce,
-        poll: Callable[[float], Any],
-        on_failures: FailureHandler,
+        self, step: To, source: Source, produce: Produce, poll: Callable[[float], Any], router: FailureRouter
     ):
+        self.step = step
         self.topic = step.topic
         value_spec = (
             step.value
@@ -55,17 +62,16 @@ class _Emitter:
             self.key_serialize: Callable[[Any], Any] | None = key_serializer
         else:
             self.key_serialize = None if source.key == "bytes" else serializer(source.key, "key")
-        self.step_name = step.name
         self._produce = produce
         self._poll = poll
-        self._on_failures = on_failures
+        self._router = router
+        self.produced = 0
 
     def __call__(self, records: list[Record], batch: Batch) -> None:
         topic, produce, ser, kser = self.topic, self._produce, self.serialize, self.key_serialize
-        callback = batch.on_delivery
-        failures: list[Failure] = []
+        on_delivery = batch.on_delivery
         batch.expect(len(records))
-        for record in records:
+        for index, record in enumerate(records):
             value, key, msg = record
             try:
                 ts = msg.timestamp()[1]
@@ -75,50 +81,69 @@ class _Emitter:
                     key if kser is None else kser(key),
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=callback,
+                    on_delivery=partial(on_delivery, msg),
                 )
             except BufferError:
-                self._produce_when_room(record, batch)
-            except Exception as exc:  # noqa: BLE001 - serialization or produce refused: a failed record
+                self._produce_one(record, batch)
+            except Exception as exc:  # noqa: BLE001 - serialization failed or produce refused at once
                 batch.pending -= 1
-                failures.append((record, exc))
-        if failures:
-            self._on_failures("produce", self.step_name, failures)
+                self._failed(index, record, exc, batch)
+        self.produced += len(records)
 
-    def _produce_when_room(self, record: Record, batch: Batch) -> None:
-        """The producer queue is full: serve delivery reports until it has room."""
+    def _produce_one(self, record: Record, batch: Batch) -> list[Record]:
+        """Produce one record, serving delivery reports while the producer queue is full."""
         value, key, msg = record
         ts = msg.timestamp()[1]
+        payload = self.serialize(value)
+        key_bytes = key if self.key_serialize is None else self.key_serialize(key)
         while True:
-            self._poll(0.05)
             try:
                 self._produce(
                     self.topic,
-                    self.serialize(value),
-                    key if self.key_serialize is None else self.key_serialize(key),
+                    payload,
+                    key_bytes,
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=batch.on_delivery,
+                    on_delivery=partial(batch.on_delivery, msg),
                 )
-                return
+                return [record]
             except BufferError:
-                continue
+                self._poll(0.05)
+
+    def _failed(self, index: int, record: Record, exc: BaseException, batch: Batch) -> None:
+        def retry(rec: Record) -> list[Record]:
+            batch.expect(1)
+            try:
+                return self._produce_one(rec, batch)
+            except BaseException:
+                batch.pending -= 1
+                raise
+
+        self._router.handle(
+            "produce", self.step.name, self.step.on_error, [(index, record, exc)], retry, batch, backoff=False
+        )
 
 
-class _TopicPlan:
+class _SourcePlan:
     """Deserialization and the graph below one source."""
 
-    def __init__(self, source: Source, nodes: list[_Node], on_failures: FailureHandler):
+    def __init__(self, source: Source, nodes: list[_Node], router: FailureRouter):
         self.source = source
         self.nodes = nodes
         self.value_deser = deserializer(source.value)
         self.key_deser = None if source.key == "bytes" else deserializer(source.key, "key")
-        self.json_fast_path = source.value == "json"
-        self._on_failures = on_failures
+        self.json_fast_path = source.value == "json" and self.key_deser is None
+        # a built-in format fails the same way every time: retry without waiting
+        self.deterministic = isinstance(source.value, str) and isinstance(source.key, str)
+        value_name = (
+            source.value if isinstance(source.value, str) else getattr(source.value, "__name__", "custom")
+        )
+        self.step_name = f"deserialize({value_name})"
+        self._router = router
 
-    def records(self, msgs: list[Any]) -> list[Record]:
+    def records(self, msgs: list[Any], batch: Batch) -> list[Record]:
         try:
-            if self.json_fast_path and self.key_deser is None:
+            if self.json_fast_path:
                 loads = orjson.loads
                 return [(None if (v := m.value()) is None else loads(v), m.key(), m) for m in msgs]
             deser, kdeser = self.value_deser, self.key_deser
@@ -126,42 +151,47 @@ class _TopicPlan:
                 return [(deser(m.value()), m.key(), m) for m in msgs]
             return [(deser(m.value()), kdeser(m.key()), m) for m in msgs]
         except Exception:  # noqa: BLE001 - isolate the records that cannot be deserialized
-            return self._records_one_by_one(msgs)
+            return self._records_one_by_one(msgs, batch)
 
-    def _records_one_by_one(self, msgs: list[Any]) -> list[Record]:
-        out: list[Record] = []
-        failures: list[Failure] = []
-        deser, kdeser = self.value_deser, self.key_deser
-        for m in msgs:
+    def _deserialize(self, raw: Record) -> list[Record]:
+        msg = raw[2]
+        key = msg.key() if self.key_deser is None else self.key_deser(msg.key())
+        return [(self.value_deser(msg.value()), key, msg)]
+
+    def _records_one_by_one(self, msgs: list[Any], batch: Batch) -> list[Record]:
+        per_record: list[list[Record] | None] = []
+        failures: list[IndexedFailure] = []
+        for index, m in enumerate(msgs):
+            raw = (m.value(), m.key(), m)
             try:
-                out.append((deser(m.value()), m.key() if kdeser is None else kdeser(m.key()), m))
+                per_record.append(self._deserialize(raw))
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
-                failures.append(((m.value(), m.key(), m), exc))
-        if failures:
-            self._on_failures(
-                "deserialize",
-                f"deserialize({self.source.value if isinstance(self.source.value, str) else 'custom'})",
-                failures,
-            )
-        return out
+                per_record.append(None)
+                failures.append((index, raw, exc))
+        recovered = self._router.handle(
+            "deserialize",
+            self.step_name,
+            self.source.on_error,
+            failures,
+            self._deserialize,
+            batch,
+            backoff=not self.deterministic,
+        )
+        return _merge(per_record, recovered)
 
 
 class Executor:
     """The compiled graph of every source; ``run`` processes one consumed batch."""
 
     def __init__(
-        self,
-        sources: list[Source],
-        produce: Produce,
-        poll: Callable[[float], Any],
-        on_failures: FailureHandler,
+        self, sources: list[Source], produce: Produce, poll: Callable[[float], Any], router: FailureRouter
     ):
-        self._on_failures = on_failures
-        self._plans: dict[str, _TopicPlan] = {}
+        self._router = router
+        self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
-            plan = _TopicPlan(source, nodes, on_failures)
+            plan = _SourcePlan(source, nodes, router)
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
@@ -171,19 +201,29 @@ class Executor:
     ) -> _Node:
         step = stream.step
         assert step is not None
-        node = _Node(step)
+        node = _Node(step, "sink" if isinstance(step, Sink) else "process")
         if isinstance(step, To):
-            emitter = _Emitter(step, source, produce, poll, self._on_failures)
-            self.emitters.append(emitter)
-            node.emit = emitter
+            node.emit = _Emitter(step, source, produce, poll, self._router)
+            self.emitters.append(node.emit)
         node.children = [self._compile(child, source, produce, poll) for child in stream.children]
         return node
+
+    def emitter_for(self, topic: str) -> tuple[str, ErrorPolicy | None]:
+        """The step name and policy of the ``to()`` writing ``topic`` (for refused outputs)."""
+        for emitter in self.emitters:
+            if emitter.topic == topic:
+                return emitter.step.name, emitter.step.on_error
+        return f"to({topic})", None
+
+    @property
+    def produced(self) -> int:
+        return sum(e.produced for e in self.emitters)
 
     def run(self, msgs: list[Any], batch: Batch) -> None:
         """Process ``msgs`` (error-free Kafka messages); outputs are acknowledged against ``batch``."""
         if self._single is not None:
             plan = self._single
-            self._run_nodes(plan.nodes, plan.records(msgs), batch)
+            self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
             return
         by_topic: dict[str, list[Any]] = {}
         for m in msgs:
@@ -194,7 +234,7 @@ class Executor:
             group.append(m)
         for topic, group in by_topic.items():
             plan = self._plans[topic]
-            self._run_nodes(plan.nodes, plan.records(group), batch)
+            self._run_nodes(plan.nodes, plan.records(group, batch), batch)
 
     def _run_nodes(self, nodes: list[_Node], records: list[Record], batch: Batch) -> None:
         for node in nodes:
@@ -206,9 +246,33 @@ class Executor:
             else:
                 try:
                     out = node.step.apply(records)
-                except Exception:  # noqa: BLE001 - isolate the failing records
-                    out, failures = node.step.apply_each(records)
-                    stage = "sink" if type(node.step).__name__ == "Sink" else "process"
-                    self._on_failures(stage, node.step.name, failures)
+                except StepFailed as failed:
+                    out = self._continue_after(node, records, failed, batch)
             if node.children and out:
                 self._run_nodes(node.children, out, batch)
+
+    def _continue_after(
+        self, node: _Node, records: list[Record], failed: StepFailed, batch: Batch
+    ) -> list[Record]:
+        """Hand each failed record to the router, in order, and apply the step to the rest."""
+        step = node.step
+        out = list(failed.done)
+        offset = 0
+        while True:
+            index = offset + failed.index
+            recovered = self._router.handle(
+                node.stage,
+                step.name,
+                step.on_error,
+                [(0, records[index], failed.cause)],
+                step.apply_one,
+                batch,
+            )
+            out.extend(recovered.get(0, ()))
+            offset = index + 1
+            try:
+                out.extend(step.apply(records[offset:]))
+                return out
+            except StepFailed as again:
+                failed = again
+                out.extend(again.done)

@@ -17,15 +17,17 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sluice.dataflow import Source, Stream, To
-from sluice.dataflow.steps import Failure
-from sluice.errors import DeliveryError, DeserializationError, SerializationError, SluiceError, StepError
-from sluice.kafka.admin import TopicAdmin
+from sluice.errors import SluiceError
+from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
+from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
 from sluice.runtime.executor import Executor
+from sluice.runtime.failures import FailureRouter
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
@@ -57,15 +59,32 @@ class RunStats:
     rebalances: int = 0
     paused: int = 0
     committed: dict[TopicPartitionKey, int] | None = None
+    failures: FailureRouter | None = None
+
+    @property
+    def dead_letters(self) -> int:
+        """Records sent to a dead-letter topic so far."""
+        return sum(self.failures.dead_letters.values()) if self.failures else 0
+
+    @property
+    def skipped(self) -> int:
+        """Failed records skipped (``on_error(skip=True)``) so far."""
+        return sum(self.failures.skipped.values()) if self.failures else 0
 
 
 class Runner:
     """Runs the dataflow of ``sources`` until ``stop()`` or a fatal error."""
 
     def __init__(
-        self, name: str, settings: ClientSettings, sources: list[Source], options: RuntimeOptions
+        self,
+        name: str,
+        settings: ClientSettings,
+        sources: list[Source],
+        options: RuntimeOptions,
+        policy: ErrorPolicy = DEFAULT_POLICY,
     ) -> None:
         self.name = name
+        self.policy = policy
         self.settings = settings
         self.sources = sources
         self.options = options
@@ -78,13 +97,19 @@ class Runner:
         self._fatal: BaseException | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._admin = TopicAdmin(settings.admin_config())
+        self._topics: dict[str, TopicInfo] = {}
+        self._failed_batches: list[Batch] = []
+        self._router: FailureRouter | None = None
+        self._executor: Executor | None = None
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ setup
     def _prepare_topics(self) -> list[str]:
-        admin = TopicAdmin(self.settings.admin_config())
+        admin = self._admin
         topics = [t for s in self.sources for t in s.topics]
         infos = admin.require_sources(topics)
+        self._topics = infos
         for source in self.sources:
             partitions = max(infos[t].partitions for t in source.topics)
             replication = max(infos[t].replication for t in source.topics)
@@ -119,7 +144,18 @@ class Runner:
         topics = self._prepare_topics()
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
-        executor = Executor(self.sources, self._producer.produce, self._producer.poll, self._on_failures)
+        self._router = FailureRouter(
+            self.name,
+            self.policy,
+            self._producer.produce,
+            self._producer.poll,
+            self._admin,
+            self._topic_shape,
+        )
+        self.stats.failures = self._router
+        executor = self._executor = Executor(
+            self.sources, self._producer.produce, self._producer.poll, self._router
+        )
         self._consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -132,6 +168,10 @@ class Runner:
         if self._fatal is not None:
             raise self._fatal
         return clean
+
+    def _topic_shape(self, topic: str) -> tuple[int, int]:
+        info = self._topics.get(topic)
+        return (info.partitions, info.replication) if info else (1, 1)
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, executor: Executor) -> None:
@@ -150,8 +190,9 @@ class Runner:
                 if len(good) != len(msgs):
                     self._on_message_errors([m for m in msgs if m.error() is not None])
                 if good:
-                    batch = Batch(len(good))
+                    batch = Batch(len(good), self._failed_batches)
                     next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in good}
+                    self._router.start_batch()
                     try:
                         executor.run(good, batch)
                     except SluiceError as exc:
@@ -160,6 +201,7 @@ class Runner:
                     batch.seal()
                     tracker.add(batch, next_offsets)
                     stats.records_in += len(good)
+                    stats.records_out = executor.produced
                     stats.batches += 1
             producer.poll(0.05 if self._paused else 0)
             self._collect()
@@ -173,15 +215,11 @@ class Runner:
             progress.maybe_log(now)
 
     def _collect(self) -> None:
-        """Move newly committable offsets into the pending commit; a failed delivery is fatal."""
-        failed = self.tracker.failed_batch()
-        if failed is not None:
-            err, msg = failed.errors[0]
-            topic = msg.topic() if msg is not None else "?"
-            self._fatal = DeliveryError(
-                f"Kafka refused an output record for topic {topic!r}: {err.str() if hasattr(err, 'str') else err}; "
-                f"its source offset and later ones are not committed (they will be processed again after a restart)"
-            )
+        """Dispose of refused outputs, then move newly committable offsets into the pending commit."""
+        if self._failed_batches:
+            self._dispose_refused_outputs()
+        if self._router is not None and self._router.fatal is not None:
+            self._fatal = self._router.fatal
             return
         ready = self.tracker.committable()
         if ready:
@@ -226,18 +264,40 @@ class Runner:
         self._paused = paused
 
     # ------------------------------------------------------------------ failures
-    def _on_failures(self, stage: str, step: str, failures: list[Failure]) -> None:
-        """The failure policy of the core engine: stop, commit nothing at or past the failed record."""
-        record, exc = failures[0]
-        msg = record[2]
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
-        kind = {"deserialize": DeserializationError, "produce": SerializationError}.get(stage, StepError)
-        text = (
-            f"{step} failed on record {where}: {type(exc).__name__}: {exc}"
-            f"{f' ({len(failures)} records of the batch failed)' if len(failures) > 1 else ''}; "
-            f"nothing at or after this offset is committed"
-        )
-        raise kind(text) from exc
+    def _dispose_refused_outputs(self) -> None:
+        """Outputs Kafka refused (after librdkafka's own retries): re-produce, dead-letter, skip or stop."""
+        assert self._router is not None and self._executor is not None and self._producer is not None
+        batches, self._failed_batches[:] = list(self._failed_batches), []
+        for batch in batches:
+            failures, batch.failures = batch.failures, []
+            batch.registry = self._failed_batches
+            for origin, err, out in failures:
+                source = origin
+                if source is None:  # a dead letter that could not be written: the router made it fatal
+                    batch.failures.append((source, err, out))
+                    continue
+                step, policy = self._executor.emitter_for(out.topic())
+                attempt = 1
+                if isinstance(source, _Reproduced):
+                    source, attempt = source.source, source.attempt
+                try:
+                    again = self._router.delivery_failed(step, policy, source, err, out, batch, attempt)
+                except SluiceError as exc:
+                    self._fatal = exc
+                    batch.failures.append((source, err, out))
+                    return
+                if again:
+                    batch.expect(1)
+                    self._producer.produce(
+                        out.topic(),
+                        out.value(),
+                        out.key(),
+                        timestamp=max(out.timestamp()[1], 0),
+                        headers=out.headers(),
+                        on_delivery=partial(batch.on_delivery, _Reproduced(source, attempt + 1)),
+                    )
+            if batch.failures and batch not in self._failed_batches:
+                self._failed_batches.append(batch)
 
     def _on_message_errors(self, msgs: list) -> None:
         for m in msgs:
@@ -339,6 +399,14 @@ class Runner:
             self.stats.commits,
         )
         return clean and self.tracker.in_flight == 0
+
+
+@dataclass(frozen=True)
+class _Reproduced:
+    """The source of an output produced again after Kafka refused it, and which attempt this is."""
+
+    source: object
+    attempt: int
 
 
 class _Progress:

@@ -14,7 +14,7 @@ Example:
     >>> first.expect(1); first.seal(); second.seal()
     >>> tracker.committable()        # first still waits for an ack
     {}
-    >>> first.on_delivery(None, None)
+    >>> first.on_delivery("source message", None, None)
     >>> tracker.committable()
     {('t', 0): 11}
 """
@@ -30,15 +30,21 @@ TopicPartitionKey = tuple[str, int]
 
 
 class Batch:
-    """One consumed batch: its size and how many of its outputs still await an ack."""
+    """One consumed batch: its size, how many of its outputs still await an ack, and refused outputs.
 
-    __slots__ = ("errors", "pending", "sealed", "size")
+    A refused output is kept in ``failures`` as ``(source message, error, output message)``
+    until the runtime has disposed of it (re-produced, dead-lettered, skipped); the
+    batch is not done before.
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("failures", "pending", "registry", "sealed", "size")
+
+    def __init__(self, size: int, registry: list[Batch] | None = None) -> None:
         self.size = size
         self.pending = 0
         self.sealed = False
-        self.errors: list[tuple[Any, Any]] = []
+        self.failures: list[tuple[Any, Any, Any]] = []
+        self.registry = registry
 
     def expect(self, count: int) -> None:
         """Count ``count`` more outputs that must be acknowledged."""
@@ -48,19 +54,17 @@ class Batch:
         """Processing of the batch is over: no more outputs will be added."""
         self.sealed = True
 
-    def on_delivery(self, err: Any, msg: Any) -> None:
-        """librdkafka's delivery report for one output of this batch."""
-        if err is not None:
-            self.errors.append((err, msg))
+    def on_delivery(self, source: Any, err: Any, msg: Any) -> None:
+        """librdkafka's delivery report for one output of this batch (``source``: its input message)."""
         self.pending -= 1
+        if err is not None:
+            self.failures.append((source, err, msg))
+            if self.registry is not None and len(self.failures) == 1:
+                self.registry.append(self)
 
     @property
     def done(self) -> bool:
-        return self.sealed and self.pending == 0 and not self.errors
-
-    @property
-    def failed(self) -> bool:
-        return bool(self.errors)
+        return self.sealed and self.pending == 0 and not self.failures
 
 
 class OffsetTracker:
@@ -91,13 +95,6 @@ class OffsetTracker:
         while batches and batches[0].done:
             self.in_flight -= batches.popleft().size
         return out
-
-    def failed_batch(self) -> Batch | None:
-        """The oldest batch with a failed delivery, if any."""
-        for batch in self._batches:
-            if batch.failed:
-                return batch
-        return None
 
     def pending_for(self, partitions: set[TopicPartitionKey]) -> int:
         """How many batches still hold back one of ``partitions``."""

@@ -1,0 +1,262 @@
+"""Failed records: in-place retries, then the dead-letter topic, a counted skip, or a stop.
+
+A failure is ``(index, record, exception)``: the record's position in the list the
+step received, so that records recovered by a retry take their place again and the
+order of records (and so per-key order) is kept.
+
+The dead-letter record is the original Kafka record, key, value, timestamp and
+headers byte for byte, plus ``sluice.error.*`` headers with its context. Its source
+offset is committed only once the dead letter is acknowledged (it counts against
+the record's batch); if the dead-letter topic cannot be written the app stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from sluice.dataflow.steps import Record
+from sluice.errors import DeliveryError, DeserializationError, SluiceError, StepError
+from sluice.errors.dead_letter import DeadLetterContext
+from sluice.errors.policy import ErrorPolicy
+from sluice.kafka.admin import TopicAdmin
+from sluice.runtime.tracker import Batch
+
+__all__ = ["DeadLetterError", "FailureRouter", "IndexedFailure"]
+
+logger = logging.getLogger(__name__)
+
+IndexedFailure = tuple[int, Record, BaseException]
+Retry = Callable[[Record], list[Record]]
+
+_FATAL_KIND: dict[str, type[SluiceError]] = {
+    "deserialize": DeserializationError,
+    "process": StepError,
+    "sink": StepError,
+    "produce": DeliveryError,
+}
+
+
+class DeadLetterError(SluiceError):
+    """The dead-letter topic could not be written: the app stops rather than lose the record."""
+
+
+class _RateLimitedWarning:
+    """At most one warning line per ``interval`` seconds, then how many were suppressed."""
+
+    def __init__(self, interval: float = 5.0) -> None:
+        self.interval = interval
+        self.next_at = 0.0
+        self.suppressed = 0
+
+    def __call__(self, text: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now < self.next_at:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            text += f" (and {self.suppressed} more failures since the last warning)"
+            self.suppressed = 0
+        self.next_at = now + self.interval
+        logger.warning(text, *args)
+
+
+class FailureRouter:
+    """Applies failure policies for one running app."""
+
+    def __init__(
+        self,
+        app: str,
+        policy: ErrorPolicy,
+        produce: Callable[..., None],
+        poll: Callable[[float], Any],
+        admin: TopicAdmin,
+        topic_shape: Callable[[str], tuple[int, int]],
+    ) -> None:
+        self.app = app
+        self.policy = policy
+        self._produce = produce
+        self._poll = poll
+        self._admin = admin
+        self._topic_shape = topic_shape
+        self._ready_topics: set[str] = set()
+        self._warn = _RateLimitedWarning()
+        self.fatal: SluiceError | None = None
+        self.dead_letters: Counter[tuple[str, str]] = Counter()
+        self.skipped: Counter[tuple[str, str]] = Counter()
+        self.retried = 0
+        self.recovered = 0
+        self.retry_budget = 30.0
+        self._budget_left = self.retry_budget
+
+    # ------------------------------------------------------------------ entry points
+    def handle(
+        self,
+        stage: str,
+        step: str,
+        policy: ErrorPolicy | None,
+        failures: list[IndexedFailure],
+        retry: Retry | None,
+        batch: Batch,
+        backoff: bool = True,
+    ) -> dict[int, list[Record]]:
+        """Retry ``failures`` in place, dispose of the ones that still fail; return recovered outputs by index."""
+        policy = policy or self.policy
+        recovered: dict[int, list[Record]] = {}
+        pending = failures
+        attempts = 1
+        if retry is not None:
+            for attempt in range(1, policy.retries + 1):
+                if not pending:
+                    break
+                if backoff:
+                    self._sleep(policy.delay(attempt))
+                still: list[IndexedFailure] = []
+                for index, record, _exc in pending:
+                    self.retried += 1
+                    try:
+                        recovered[index] = retry(record)
+                        self.recovered += 1
+                    except Exception as exc:  # noqa: BLE001 - still failing: next attempt or disposal
+                        still.append((index, record, exc))
+                pending = still
+                attempts += 1
+        for _index, record, exc in pending:
+            self.dispose(stage, step, policy, record[2], exc, attempts, batch)
+        return recovered
+
+    def start_batch(self) -> None:
+        """A new batch: its in-place retries may wait ``retry_budget`` seconds in all."""
+        self._budget_left = self.retry_budget
+
+    def _sleep(self, seconds: float) -> None:
+        # past the budget, retries go on without waiting: the poll loop must come back
+        # well within max.poll.interval.ms however many records of a batch fail
+        seconds = min(seconds, self._budget_left)
+        if seconds > 0:
+            self._budget_left -= seconds
+            time.sleep(seconds)
+
+    def dispose(
+        self,
+        stage: str,
+        step: str,
+        policy: ErrorPolicy,
+        msg: Any,
+        exc: BaseException,
+        attempts: int,
+        batch: Batch,
+    ) -> None:
+        """After the retries: dead letter, skip or stop, per ``policy``."""
+        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        if policy.action == "fail":
+            text = (
+                f"{step} failed on record {where} after {attempts} attempt(s): {type(exc).__name__}: {exc}; "
+                f"stopping (on_error fail=True): nothing at or after this offset is committed"
+            )
+            error = _FATAL_KIND[stage](text)
+            error.__cause__ = exc
+            self.fatal = error
+            raise error
+        exc_name = type(exc).__name__
+        if policy.action == "skip":
+            self.skipped[(stage, exc_name)] += 1
+            self._warn(
+                "%s: skipped record %s at %s (%s): %s: %s", self.app, where, step, stage, exc_name, exc
+            )
+            return
+        dlq = self._dead_letter_topic(policy, msg.topic())
+        ts = msg.timestamp()[1]
+        context = DeadLetterContext(
+            topic=msg.topic(),
+            partition=msg.partition(),
+            offset=msg.offset(),
+            timestamp=ts,
+            stage=stage,
+            step=step,
+            exception=exc_name,
+            message=str(exc),
+            stacktrace="".join(traceback.format_exception(exc)),
+            attempts=attempts,
+            app=self.app,
+        )
+        headers = list(msg.headers() or ()) + context.to_headers()
+        batch.expect(1)
+        self._produce_forced(
+            dlq,
+            msg.value(),
+            msg.key(),
+            timestamp=ts if ts > 0 else 0,
+            headers=headers,
+            on_delivery=partial(self._on_dead_letter_delivery, batch, dlq, where),
+        )
+        self.dead_letters[(stage, exc_name)] += 1
+        self._warn(
+            "%s: record %s failed at %s (%s) after %d attempt(s): %s: %s; sent to dead-letter topic %s",
+            self.app,
+            where,
+            step,
+            stage,
+            attempts,
+            exc_name,
+            exc,
+            dlq,
+        )
+
+    def delivery_failed(
+        self,
+        step: str,
+        policy: ErrorPolicy | None,
+        source: Any,
+        err: Any,
+        out: Any,
+        batch: Batch,
+        attempt: int,
+    ) -> bool:
+        """An output was refused by Kafka. Re-produce it (True) while retries remain, else dispose of its source."""
+        policy = policy or self.policy
+        if attempt <= policy.retries and err.retriable():
+            self.retried += 1
+            return True
+        exc = DeliveryError(f"Kafka refused the output to {out.topic()!r}: {err.str()}")
+        self.dispose("produce", step, policy, source, exc, attempt, batch)
+        return False
+
+    # ------------------------------------------------------------------ dead-letter topic
+    def _dead_letter_topic(self, policy: ErrorPolicy, source_topic: str) -> str:
+        topic = policy.dead_letter or f"{self.app}.dlq"
+        if topic not in self._ready_topics:
+            partitions, replication = self._topic_shape(source_topic)
+            self._admin.ensure(topic, partitions, replication)
+            self._ready_topics.add(topic)
+        return topic
+
+    def _produce_forced(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
+        while True:
+            try:
+                self._produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                self._poll(0.05)
+
+    def _on_dead_letter_delivery(self, batch: Batch, topic: str, where: str, err: Any, _msg: Any) -> None:
+        batch.pending -= 1
+        if err is not None:
+            batch.failures.append((None, err, _msg))
+            self.fatal = DeadLetterError(
+                f"could not write the dead letter of record {where} to {topic!r}: {err.str()}; "
+                f"stopping without committing it (fix the dead-letter topic, then restart)"
+            )
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Failure counts per ``stage/exception``: dead letters, skips, retries."""
+        return {
+            "dead_letters": {f"{s}/{e}": n for (s, e), n in self.dead_letters.items()},
+            "skipped": {f"{s}/{e}": n for (s, e), n in self.skipped.items()},
+            "retries": {"attempted": self.retried, "recovered": self.recovered},
+        }
