@@ -196,7 +196,11 @@ class App:
             dead_letter: the dead-letter topic (created when first needed).
             skip: log (rate-limited), count (``app.stats.skipped``) and commit past it.
             fail: stop the app with an error; the failed offset is not committed.
-            retry_topics: reserved for delayed retry topics (``["1s", "30s", "5m"]``).
+            retry_topics: delays of delayed retry topics, e.g. ``["1s", "30s", "5m"]``: a
+                record still failing after its in-place retries waits in
+                ``<app>.retry.1`` for 1 s, is tried again, then ``<app>.retry.2`` for 30 s,
+                and so on, before the dead-letter topic. Other records go on meanwhile,
+                so per-key order is given up for the records that take this path.
 
         Returns:
             The policy now in force.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sluice._version import __version__
+from sluice.cli.dlq import dlq
 from sluice.cli.run import run
 
 
@@ -15,6 +16,7 @@ def cli() -> None:
 
 
 cli.add_command(run)
+cli.add_command(dlq)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ function is called twice for a record that did not fail.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
@@ -20,8 +20,10 @@ import orjson
 
 from sluice.dataflow import Sink, Source, Step, Stream, To
 from sluice.dataflow.steps import Record, StepFailed
+from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.failures import FailureRouter, IndexedFailure
+from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.tracker import Batch
 from sluice.serde import deserializer, key_serializer, serializer
 
@@ -141,6 +143,16 @@ class _SourcePlan:
         self.step_name = f"deserialize({value_name})"
         self._router = router
 
+    def nodes_to(self, step_name: str) -> list[_Node]:
+        """The graph restricted to the path leading to ``step_name`` and everything below it."""
+        path = _find_path(self.nodes, step_name)
+        if not path:
+            return self.nodes
+        chain = path[-1]
+        for node in reversed(path[:-1]):
+            chain = replace(node, children=[chain])
+        return [chain]
+
     def records(self, msgs: list[Any], batch: Batch) -> list[Record]:
         try:
             if self.json_fast_path:
@@ -178,6 +190,16 @@ class _SourcePlan:
             backoff=not self.deterministic,
         )
         return _merge(per_record, recovered)
+
+
+def _find_path(nodes: list[_Node], step_name: str) -> list[_Node]:
+    for node in nodes:
+        if node.step.name == step_name:
+            return [node]
+        below = _find_path(node.children, step_name)
+        if below:
+            return [node, *below]
+    return []
 
 
 class Executor:
@@ -235,6 +257,26 @@ class Executor:
         for topic, group in by_topic.items():
             plan = self._plans[topic]
             self._run_nodes(plan.nodes, plan.records(group, batch), batch)
+
+    def run_parked(self, msg: Any, batch: Batch) -> None:
+        """Run a record from a retry topic again, through the path of the step that failed."""
+        headers = msg.headers()
+        origin = DeadLetterContext.from_headers(headers)
+        plan = self._plans.get(origin.topic) if origin is not None else None
+        if origin is None or plan is None:
+            unknown = origin.topic if origin is not None else "?"
+            exc = LookupError(
+                f"a record of retry topic {msg.topic()} comes from {unknown!r}, not a source of this app"
+            )
+            self._router.dispose("process", "retry", self._router.policy, msg, exc, 1, batch)
+            return
+        level, _due = parse_retry_headers(headers)
+        nodes = plan.nodes if origin.stage == "deserialize" else plan.nodes_to(origin.step)
+        self._router.origin, self._router.retry_level = origin, level
+        try:
+            self._run_nodes(nodes, plan.records([msg], batch), batch)
+        finally:
+            self._router.origin, self._router.retry_level = None, 0
 
     def _run_nodes(self, nodes: list[_Node], records: list[Record], batch: Batch) -> None:
         for node in nodes:

@@ -25,6 +25,7 @@ from sluice.errors import DeliveryError, DeserializationError, SluiceError, Step
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
+from sluice.runtime.retry_topics import RETRY_DUE, RETRY_LEVEL, is_internal_header, retry_topic
 from sluice.runtime.tracker import Batch
 
 __all__ = ["DeadLetterError", "FailureRouter", "IndexedFailure"]
@@ -93,6 +94,10 @@ class FailureRouter:
         self.recovered = 0
         self.retry_budget = 30.0
         self._budget_left = self.retry_budget
+        self.parked = 0
+        #: while a record from a retry topic is processed: where it came from originally
+        self.origin: DeadLetterContext | None = None
+        self.retry_level = 0
 
     # ------------------------------------------------------------------ entry points
     def handle(
@@ -153,7 +158,12 @@ class FailureRouter:
         batch: Batch,
     ) -> None:
         """After the retries: dead letter, skip or stop, per ``policy``."""
-        where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
+        origin = self.origin
+        if origin is not None:
+            where = f"{origin.topic}[{origin.partition}]@{origin.offset}"
+            attempts += origin.attempts
+        else:
+            where = f"{msg.topic()}[{msg.partition()}]@{msg.offset()}"
         if policy.action == "fail":
             text = (
                 f"{step} failed on record {where} after {attempts} attempt(s): {type(exc).__name__}: {exc}; "
@@ -170,13 +180,12 @@ class FailureRouter:
                 "%s: skipped record %s at %s (%s): %s: %s", self.app, where, step, stage, exc_name, exc
             )
             return
-        dlq = self._dead_letter_topic(policy, msg.topic())
         ts = msg.timestamp()[1]
         context = DeadLetterContext(
-            topic=msg.topic(),
-            partition=msg.partition(),
-            offset=msg.offset(),
-            timestamp=ts,
+            topic=origin.topic if origin else msg.topic(),
+            partition=origin.partition if origin else msg.partition(),
+            offset=origin.offset if origin else msg.offset(),
+            timestamp=origin.timestamp if origin else ts,
             stage=stage,
             step=step,
             exception=exc_name,
@@ -185,19 +194,29 @@ class FailureRouter:
             attempts=attempts,
             app=self.app,
         )
-        headers = list(msg.headers() or ()) + context.to_headers()
+        headers = [h for h in msg.headers() or () if not is_internal_header(h[0])] + context.to_headers()
+        level = self.retry_level
+        if level < len(policy.retry_topics):
+            due = int(time.time() * 1000 + policy.retry_topics[level] * 1000)
+            headers += [(RETRY_LEVEL, str(level + 1).encode()), (RETRY_DUE, str(due).encode())]
+            target = self._ensure_topic(retry_topic(self.app, level + 1), context.topic)
+            self.parked += 1
+            verb = f"parked in retry topic {target} for {policy.retry_topics[level]:g}s"
+        else:
+            target = self._dead_letter_topic(policy, context.topic)
+            self.dead_letters[(stage, exc_name)] += 1
+            verb = f"sent to dead-letter topic {target}"
         batch.expect(1)
         self._produce_forced(
-            dlq,
+            target,
             msg.value(),
             msg.key(),
             timestamp=ts if ts > 0 else 0,
             headers=headers,
-            on_delivery=partial(self._on_dead_letter_delivery, batch, dlq, where),
+            on_delivery=partial(self._on_dead_letter_delivery, batch, target, where),
         )
-        self.dead_letters[(stage, exc_name)] += 1
         self._warn(
-            "%s: record %s failed at %s (%s) after %d attempt(s): %s: %s; sent to dead-letter topic %s",
+            "%s: record %s failed at %s (%s) after %d attempt(s): %s: %s; %s",
             self.app,
             where,
             step,
@@ -205,7 +224,7 @@ class FailureRouter:
             attempts,
             exc_name,
             exc,
-            dlq,
+            verb,
         )
 
     def delivery_failed(
@@ -229,7 +248,9 @@ class FailureRouter:
 
     # ------------------------------------------------------------------ dead-letter topic
     def _dead_letter_topic(self, policy: ErrorPolicy, source_topic: str) -> str:
-        topic = policy.dead_letter or f"{self.app}.dlq"
+        return self._ensure_topic(policy.dead_letter or f"{self.app}.dlq", source_topic)
+
+    def _ensure_topic(self, topic: str, source_topic: str) -> str:
         if topic not in self._ready_topics:
             partitions, replication = self._topic_shape(source_topic)
             self._admin.ensure(topic, partitions, replication)
@@ -258,5 +279,5 @@ class FailureRouter:
         return {
             "dead_letters": {f"{s}/{e}": n for (s, e), n in self.dead_letters.items()},
             "skipped": {f"{s}/{e}": n for (s, e), n in self.skipped.items()},
-            "retries": {"attempted": self.retried, "recovered": self.recovered},
+            "retries": {"attempted": self.retried, "recovered": self.recovered, "parked": self.parked},
         }

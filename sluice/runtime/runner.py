@@ -28,6 +28,7 @@ from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
 from sluice.runtime.executor import Executor
 from sluice.runtime.failures import FailureRouter
+from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
@@ -102,6 +103,8 @@ class Runner:
         self._failed_batches: list[Batch] = []
         self._router: FailureRouter | None = None
         self._executor: Executor | None = None
+        self._retry_topics: set[str] = set()
+        self._delayed: dict[TopicPartitionKey, float] = {}
         self.ready = threading.Event()
 
     # ------------------------------------------------------------------ setup
@@ -115,7 +118,29 @@ class Runner:
             replication = max(infos[t].replication for t in source.topics)
             for step in _to_steps(source.root):
                 admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
+        levels = max((len(p.retry_topics) for p in self._policies()), default=0)
+        if levels:
+            partitions = max(i.partitions for i in infos.values())
+            replication = max(i.replication for i in infos.values())
+            for level in range(1, levels + 1):
+                name = retry_topic(self.name, level)
+                admin.ensure(name, partitions, replication)
+                self._retry_topics.add(name)
+                topics.append(name)
         return topics
+
+    def _policies(self) -> list[ErrorPolicy]:
+        policies = [self.policy]
+        for source in self.sources:
+            if source.on_error is not None:
+                policies.append(source.on_error)
+            stack = list(source.root.children)
+            while stack:
+                node = stack.pop()
+                if node.step is not None and node.step.on_error is not None:
+                    policies.append(node.step.on_error)
+                stack.extend(node.children)
+        return policies
 
     def _make_clients(self) -> None:
         self._producer = Producer(
@@ -191,19 +216,24 @@ class Runner:
                     self._on_message_errors([m for m in msgs if m.error() is not None])
                 if good:
                     batch = Batch(len(good), self._failed_batches)
-                    next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in good}
                     self._router.start_batch()
                     try:
-                        executor.run(good, batch)
+                        if self._retry_topics:
+                            good = self._run_with_parked(executor, good, batch)
+                        else:
+                            executor.run(good, batch)
                     except SluiceError as exc:
                         self._fatal = exc
                         return
+                    next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in good}
                     batch.seal()
                     tracker.add(batch, next_offsets)
                     stats.records_in += len(good)
                     stats.records_out = executor.produced
                     stats.batches += 1
             producer.poll(0.05 if self._paused else 0)
+            if self._delayed:
+                self._resume_due()
             self._collect()
             if self._fatal is not None:
                 return
@@ -246,6 +276,46 @@ class Runner:
             for tp in offsets:
                 self.stats.committed[(tp.topic, tp.partition)] = tp.offset
 
+    # ------------------------------------------------------------------ retry topics
+    def _run_with_parked(self, executor: Executor, msgs: list, batch: Batch) -> list:
+        """Run source records as a batch and due parked records one by one; return the processed ones."""
+        assert self._consumer is not None
+        retry_topics = self._retry_topics
+        sources = [m for m in msgs if m.topic() not in retry_topics]
+        if len(sources) == len(msgs):
+            executor.run(msgs, batch)
+            return msgs
+        if sources:
+            executor.run(sources, batch)
+        processed = list(sources)
+        now_ms = time.time() * 1000
+        for m in msgs:
+            if m.topic() not in retry_topics:
+                continue
+            tp = (m.topic(), m.partition())
+            if tp in self._delayed:
+                continue  # an earlier record of this partition is not due yet
+            _level, due = parse_retry_headers(m.headers())
+            if due > now_ms:
+                part = TopicPartition(m.topic(), m.partition(), m.offset())
+                self._consumer.pause([part])
+                self._consumer.seek(part)
+                self._delayed[tp] = due / 1000
+                continue
+            executor.run_parked(m, batch)
+            processed.append(m)
+        batch.size = len(processed)
+        return processed
+
+    def _resume_due(self) -> None:
+        assert self._consumer is not None
+        now = time.time()
+        for tp, due in list(self._delayed.items()):
+            if due <= now:
+                del self._delayed[tp]
+                if not self._paused and tp in self._assigned:
+                    self._consumer.resume([TopicPartition(*tp)])
+
     def _backpressure(self) -> None:
         in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
         if not self._paused and in_flight >= cap:
@@ -255,7 +325,7 @@ class Runner:
 
     def _set_paused(self, paused: bool) -> None:
         assert self._consumer is not None
-        parts = [TopicPartition(t, p) for t, p in self._assigned]
+        parts = [TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._delayed]
         if parts:
             (self._consumer.pause if paused else self._consumer.resume)(parts)
         if paused:
@@ -341,6 +411,8 @@ class Runner:
         self._commit(asynchronous=False)
         self.tracker.forget(revoked)
         self._assigned -= revoked
+        for tp in revoked:
+            self._delayed.pop(tp, None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}

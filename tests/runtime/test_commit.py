@@ -12,14 +12,23 @@ def test_offsets_not_committed_past_an_output_kafka_refused(kafka, topic_factory
     src = topic_factory()
     out = topic_factory(config={"max.message.bytes": "20000"})
     kafka.produce(src, [(None, b'{"n": %d}' % i) for i in range(200)])
-    app = App(f"commit-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms", max_poll_records=50)
+    app = App(
+        f"commit-{uuid.uuid4().hex[:8]}",
+        brokers=kafka.bootstrap,
+        commit_interval="100ms",
+        max_poll_records=50,
+    )
     app.stream(src, value="bytes").to(out)
 
     with running(app) as outcome:
         wait_for(lambda: kafka.committed(app.name, src)[0] == 200, 30, what="first 200 offsets committed")
         # a record too large for the output topic, then more records after it
         kafka.produce(src, [(None, b"x" * 100_000)] + [(None, b'{"after": %d}' % i) for i in range(200)])
-        wait_for(lambda: "error" in outcome or "result" in outcome, 60, what="the app to stop on the refused record")
+        wait_for(
+            lambda: "error" in outcome or "result" in outcome,
+            60,
+            what="the app to stop on the refused record",
+        )
 
     assert isinstance(outcome.get("error"), DeliveryError), outcome
     assert "Kafka refused an output record" in str(outcome["error"])

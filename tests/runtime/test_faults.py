@@ -30,7 +30,9 @@ def pipeline(kafka, topic_factory, tmp_path):
     src, out = topic_factory(partitions=4), topic_factory(partitions=4)
     kafka.produce(src, [(f"k{i % 97}", orjson.dumps({"id": i})) for i in range(N)])
     group = f"faults-{uuid.uuid4().hex[:8]}"
-    module = write_app(tmp_path, "pipeline_app", APP.format(group=group, bootstrap=kafka.bootstrap, src=src, out=out))
+    module = write_app(
+        tmp_path, "pipeline_app", APP.format(group=group, bootstrap=kafka.bootstrap, src=src, out=out)
+    )
 
     def outputs() -> int:
         return sum(kafka.end_offsets(out, 4).values())
@@ -54,7 +56,9 @@ def test_kill9_mid_stream_then_restart_loses_nothing(pipeline, tmp_path, capsys)
     ids = pipeline["ids"]()
     assert set(ids) == set(range(N)), f"missing ids: {sorted(set(range(N)) - set(ids))[:10]}"
     with capsys.disabled():
-        print(f"\n  kill -9 + restart: {len(ids)} outputs for {N} inputs, {len(ids) - N} duplicates (allowed)")
+        print(
+            f"\n  kill -9 + restart: {len(ids)} outputs for {N} inputs, {len(ids) - N} duplicates (allowed)"
+        )
 
 
 def test_sigterm_then_restart_gives_no_duplicates(pipeline, tmp_path):

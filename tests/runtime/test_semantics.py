@@ -17,8 +17,11 @@ def make_app(kafka, **kwargs) -> App:
 def test_filter_map_to_keeps_key_headers_and_timestamp(kafka, topic_factory):
     src, out = topic_factory(partitions=2), f"out-{uuid.uuid4().hex[:8]}"
     events = [
-        (f"u{i % 5}".encode(), orjson.dumps({"id": i, "type": "click" if i % 3 else "view", "page": f"/p{i}"}),
-         {"headers": [("trace", f"t{i}".encode())], "timestamp": 1_600_000_000_000 + i})
+        (
+            f"u{i % 5}".encode(),
+            orjson.dumps({"id": i, "type": "click" if i % 3 else "view", "page": f"/p{i}"}),
+            {"headers": [("trace", f"t{i}".encode())], "timestamp": 1_600_000_000_000 + i},
+        )
         for i in range(90)
     ]
     kafka.produce(src, events)
@@ -121,7 +124,10 @@ def test_group_id_defaults_to_app_name_and_offsets_are_committed(kafka, topic_fa
     app.stream(src).to(out)
     with running(app):
         kafka.drain(out, expected=40)
-        wait_for(lambda: sum(max(o, 0) for o in kafka.committed(app.name, src, 2).values()) == 40, 30,
-                 what="commit of all 40 offsets")
+        wait_for(
+            lambda: sum(max(o, 0) for o in kafka.committed(app.name, src, 2).values()) == 40,
+            30,
+            what="commit of all 40 offsets",
+        )
     assert app.group_id == app.name
     assert sum(kafka.committed(app.name, src, 2).values()) == 40
