@@ -11,7 +11,10 @@ it is::
 
     sluice run examples.clicks:app
 
-Topic names come from ``DEMO_EVENTS`` / ``DEMO_CLICKS`` (default ``events`` / ``clicks``).
+Topic names come from ``DEMO_EVENTS`` / ``DEMO_CLICKS`` / ``DEMO_DLQ`` (default
+``events`` / ``clicks`` / ``events.dlq``). Malformed events and clicks the map cannot
+handle are retried, then written to the dead-letter topic with their context; the
+stream goes on and nothing is lost.
 """
 
 from __future__ import annotations
@@ -22,8 +25,11 @@ from sluice import App
 
 EVENTS = os.environ.get("DEMO_EVENTS", "events")
 CLICKS = os.environ.get("DEMO_CLICKS", "clicks")
+DLQ = os.environ.get("DEMO_DLQ", f"{EVENTS}.dlq")
 
 app = App(os.environ.get("DEMO_APP", "clicks"), brokers=os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092"))
+
+app.on_error(retries=2, backoff="5ms..50ms", dead_letter=DLQ)
 
 events = app.stream(EVENTS, value="json")
 clicks = events.filter(lambda e: e["type"] == "click")

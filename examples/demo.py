@@ -53,13 +53,20 @@ def main() -> int:
     admin = AdminClient({"bootstrap.servers": BROKERS})
     admin.create_topics([NewTopic(events, PARTITIONS, 1)])[events].result(30)
 
-    print(f"1. producing {COUNT:,} synthetic events (clicks, views, purchases) to {events} ...")
+    print(f"1. producing {COUNT:,} synthetic events (clicks, views, purchases; some malformed) to {events} ...")
     t0 = time.perf_counter()
-    produced = produce_events(BROKERS, events, COUNT)
-    print(f"   {sum(produced.values()):,} acknowledged in {time.perf_counter() - t0:.1f}s: {dict(produced)}")
+    produced = produce_events(BROKERS, events, COUNT, malformed_every=997, broken_every=1499)
+    print(f"   {COUNT:,} acknowledged in {time.perf_counter() - t0:.1f}s: {dict(produced)}")
 
     print(f"2. sluice run examples.clicks:app  (group {group}: {events} -> filter clicks -> {clicks})")
-    env = {**os.environ, "DEMO_EVENTS": events, "DEMO_CLICKS": clicks, "DEMO_APP": group, "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "DEMO_EVENTS": events,
+        "DEMO_CLICKS": clicks,
+        "DEMO_APP": group,
+        "DEMO_DLQ": f"{events}.dlq",
+        "PYTHONPATH": str(ROOT),
+    }
     proc = subprocess.Popen([sys.executable, "-m", "sluice", "run", "examples.clicks:app"], env=env, cwd=ROOT)
     started = time.perf_counter()
     deadline = started + 300
@@ -80,13 +87,18 @@ def main() -> int:
 
     done, lag = committed_lag(group, events)
     outputs = count_records(clicks)
+    dead = count_records(f"{events}.dlq")
+    bad_clicks = produced["no-page"]
     print("3. summary")
-    print(f"   input events     {COUNT:>10,}")
-    print(f"   click outputs    {outputs:>10,}   (expected {produced['click']:,})")
+    print(f"   input events     {COUNT:>10,}   ({produced['malformed']:,} malformed, {bad_clicks:,} without a page)")
+    print(f"   click outputs    {outputs:>10,}")
+    print(f"   dead letters     {dead:>10,}   (malformed JSON + clicks the app could not process)")
     print(f"   committed        {done:>10,}   final lag {lag}")
     print(f"   wall time        {elapsed:>10.1f}s  (includes joining the group) = {COUNT / elapsed:,.0f} events/s")
     print(f"   app exit code    {code:>10}   (SIGTERM: drained, committed, exited)")
-    ok = code == 0 and lag == 0 and outputs >= produced["click"]
+    print(f"4. sluice dlq inspect {events}.dlq")
+    subprocess.run([sys.executable, "-m", "sluice", "dlq", "inspect", f"{events}.dlq", "--brokers", BROKERS], check=False)
+    ok = code == 0 and lag == 0 and outputs + dead >= produced["click"] + produced["malformed"] and dead > 0
     print("   OK: every event processed, nothing lost" if ok else "   FAILED", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 

@@ -1,4 +1,8 @@
-"""A synthetic event producer: clicks, views and purchases as JSON, keyed by user."""
+"""A synthetic event producer: clicks, views and purchases as JSON, keyed by user.
+
+Like real traffic it is not all clean: every ``malformed_every``-th event is broken
+JSON, and every ``broken_every``-th one lacks its ``page`` field.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +17,14 @@ PAGES = [f"/product/{i}" for i in range(40)] + ["/", "/cart", "/checkout", "/sea
 KINDS = ("click", "view", "purchase")
 
 
-def produce_events(brokers: str, topic: str, count: int, seed: int = 7) -> Counter[str]:
-    """Produce ``count`` events to ``topic``; return how many of each type were acknowledged."""
+def produce_events(
+    brokers: str, topic: str, count: int, seed: int = 7, malformed_every: int = 0, broken_every: int = 0
+) -> Counter[str]:
+    """Produce ``count`` events to ``topic``; return how many of each kind were acknowledged.
+
+    The kinds are the event types, plus ``malformed`` (not JSON) and ``no-page`` (an event
+    without its ``page`` field; its type is counted too).
+    """
     rng = random.Random(seed)
     producer = Producer({"bootstrap.servers": brokers, "linger.ms": 10, "enable.idempotence": True})
     acked: Counter[str] = Counter()
@@ -24,7 +34,14 @@ def produce_events(brokers: str, topic: str, count: int, seed: int = 7) -> Count
         if err is not None:
             failed.append(str(err))
         else:
-            acked[orjson.loads(msg.value())["type"]] += 1
+            try:
+                event = orjson.loads(msg.value())
+            except orjson.JSONDecodeError:
+                acked["malformed"] += 1
+                return
+            acked[event["type"]] += 1
+            if "page" not in event:
+                acked["no-page"] += 1
 
     now = int(time.time() * 1000)
     for i in range(count):
@@ -36,9 +53,14 @@ def produce_events(brokers: str, topic: str, count: int, seed: int = 7) -> Count
             "page": rng.choice(PAGES),
             "ts": now + i,
         }
+        if broken_every and i % broken_every == broken_every - 1:
+            del event["page"]
+        payload = orjson.dumps(event)
+        if malformed_every and i % malformed_every == malformed_every - 1:
+            payload = payload[: len(payload) // 2]
         while True:
             try:
-                producer.produce(topic, key=user, value=orjson.dumps(event), on_delivery=on_delivery)
+                producer.produce(topic, key=user, value=payload, on_delivery=on_delivery)
                 break
             except BufferError:
                 producer.poll(0.1)
