@@ -1,6 +1,19 @@
 """The dataflow API: ``Stream`` operators that build a graph of plain Python steps."""
 
+from sluice.dataflow.sinks import BatchSink, SinkRow
 from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, Sink, Step, To
 from sluice.dataflow.stream import Source, Stream
 
-__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "Sink", "Source", "Step", "Stream", "To"]
+__all__ = [
+    "BatchSink",
+    "Filter",
+    "FlatMap",
+    "KeyBy",
+    "Map",
+    "Sink",
+    "SinkRow",
+    "Source",
+    "Step",
+    "Stream",
+    "To",
+]

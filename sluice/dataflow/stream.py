@@ -149,8 +149,10 @@ class Stream:
     def sink(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
         """Call ``fn(value)`` for every record (``print``, a database write...).
 
-        The record's offset is committed only after ``fn`` returned for it and for every
-        earlier record of its partition.
+        ``fn`` may also be a batch sink (an object with ``write_batch(rows)``, see
+        ``sluice.dataflow.sinks``), called once per consumed batch. The record's offset is
+        committed only after ``fn`` returned for it and for every earlier record of its
+        partition.
 
         Example:
             >>> from sluice.testing import run_steps

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from sluice.dataflow import Sink, Source, Step, Stream, To
+from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Record, StepFailed
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
@@ -38,6 +39,7 @@ class _Node:
     stage: str
     children: list[_Node] = field(default_factory=list)
     emit: _Emitter | None = None
+    write_batch: Callable[[list[SinkRow]], Any] | None = None
 
 
 def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Record]]) -> list[Record]:
@@ -192,6 +194,11 @@ class _SourcePlan:
         return _merge(per_record, recovered)
 
 
+def _row(record: Record) -> SinkRow:
+    value, key, msg = record
+    return SinkRow(value, key, msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.headers())
+
+
 def _find_path(nodes: list[_Node], step_name: str) -> list[_Node]:
     for node in nodes:
         if node.step.name == step_name:
@@ -211,6 +218,7 @@ class Executor:
         self._router = router
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
+        self.batch_sinks: list[Any] = []
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
@@ -224,6 +232,10 @@ class Executor:
         step = stream.step
         assert step is not None
         node = _Node(step, "sink" if isinstance(step, Sink) else "process")
+        if isinstance(step, Sink):
+            node.write_batch = getattr(step.fn, "write_batch", None)
+            if node.write_batch is not None:
+                self.batch_sinks.append(step.fn)
         if isinstance(step, To):
             node.emit = _Emitter(step, source, produce, poll, self._router)
             self.emitters.append(node.emit)
@@ -285,6 +297,8 @@ class Executor:
             if node.emit is not None:
                 node.emit(records, batch)
                 out = records
+            elif node.write_batch is not None:
+                out = self._write_batch(node, records, batch)
             else:
                 try:
                     out = node.step.apply(records)
@@ -292,6 +306,39 @@ class Executor:
                     out = self._continue_after(node, records, failed, batch)
             if node.children and out:
                 self._run_nodes(node.children, out, batch)
+
+    def _write_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
+        """One call for the whole batch; on failure, row by row to find the rows that fail."""
+        write = node.write_batch
+        assert write is not None
+        try:
+            write([_row(r) for r in records])
+            return records
+        except Exception:  # noqa: BLE001 - isolate the failing rows
+            pass
+        out: list[Record] = []
+
+        def write_one(record: Record) -> list[Record]:
+            write([_row(record)])
+            return [record]
+
+        for record in records:
+            try:
+                out.extend(write_one(record))
+            except Exception as exc:  # noqa: BLE001 - handed to the failure policy
+                step = node.step
+                recovered = self._router.handle(
+                    "sink", step.name, step.on_error, [(0, record, exc)], write_one, batch
+                )
+                out.extend(recovered.get(0, ()))
+        return out
+
+    def close_sinks(self) -> None:
+        """Close the batch sinks that have a ``close()``."""
+        for sink in self.batch_sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
 
     def _continue_after(
         self, node: _Node, records: list[Record], failed: StepFailed, batch: Batch

@@ -445,6 +445,11 @@ class Runner:
     def _shutdown(self) -> bool:
         consumer, producer = self._consumer, self._producer
         clean = True
+        if self._executor is not None:
+            try:
+                self._executor.close_sinks()
+            except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
+                logger.warning("%s: closing a sink failed: %s", self.name, exc)
         if producer is not None:
             remaining = producer.flush(self.options.shutdown_timeout)
             if remaining:
