@@ -182,7 +182,10 @@ def _read_snapshot(
     stall = max(kafka.timeout, 10.0)
     last_progress = time.monotonic()
     while todo:
-        batch = consumer.consume(num_messages=500, timeout=0.5)
+        try:
+            batch = consumer.consume(num_messages=500, timeout=0.5)
+        except KafkaException as exc:
+            raise kafka.kafka_error(f"reading {topic!r}", exc) from exc
         if batch:
             last_progress = time.monotonic()
         finished: list[int] = []
@@ -318,7 +321,7 @@ def _render_inspect(report: InspectReport, console: Console) -> None:
     replayed = sum(g.replayed for g in report.groups.values())
     again = f"; {replayed} failed again after a replay" if replayed else ""
     console.print(
-        f"total: {report.total} dead letters in {report.topic} "
+        f"total: {_count(report.total, 'dead letter')} in {report.topic} "
         f"({len(report.groups)} groups, {report.partitions} partitions{again})"
     )
 
@@ -641,7 +644,7 @@ def _exception_matches(exception: str, names: tuple[str, ...]) -> bool:
 def _render_replay(report: ReplayReport, console: Console, where_exception: tuple[str, ...]) -> None:
     verb = "would replay" if report.dry_run else "replayed"
     console.print(
-        f"{report.topic}: {report.read} dead letters read (snapshot up to the end offsets at start)"
+        f"{report.topic}: {_count(report.read, 'dead letter')} read (snapshot up to the end offsets at start)"
     )
     if report.replayed or report.missing:
         table = Table(box=box.SIMPLE_HEAD)

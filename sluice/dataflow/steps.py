@@ -128,7 +128,10 @@ class KeyBy(Step):
 
 @dataclass(frozen=True)
 class Sink(Step):
-    """Call ``fn(value)`` for each record (a side effect); the records pass on unchanged."""
+    """Call ``fn(value)`` for each record (a side effect); the records pass on unchanged.
+
+    A batch sink (``fn.write_batch``) is driven by the runtime, which knows where rows come from.
+    """
 
     fn: Callable[[Any], Any]
 

@@ -162,7 +162,8 @@ class Stream:
             >>> seen
             ['a', 'b']
         """
-        self._check_fn(fn, "sink")
+        if not hasattr(fn, "write_batch"):
+            self._check_fn(fn, "sink")
         policy = coerce_policy(on_error, "sink")
         return self._add(lambda label: Sink(label, fn, on_error=policy), "sink", fn, name)
 

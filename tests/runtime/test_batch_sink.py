@@ -32,12 +32,18 @@ def test_batch_sink_gets_whole_batches_and_failing_rows_go_to_dead_letter(kafka,
     src = topic_factory(partitions=2)
     kafka.produce(src, [(f"k{i}", orjson.dumps({"id": i})) for i in range(200)])
     sink = RecordingSink(reject={5, 150})
-    app = App(f"bsink-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms")
+    app = App(
+        f"bsink-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms", max_poll_records=20
+    )
     app.on_error(retries=1, backoff="1ms")
     app.stream(src).sink(sink)
     with running(app) as outcome:
-        wait_for(lambda: sum(max(o, 0) for o in kafka.committed(app.name, src, 2).values()) == 200, 30,
-                 outcome=outcome, what="offsets committed")
+        wait_for(
+            lambda: sum(max(o, 0) for o in kafka.committed(app.name, src, 2).values()) == 200,
+            30,
+            outcome=outcome,
+            what="offsets committed",
+        )
         dead = kafka.drain(f"{app.name}.dlq", expected=2)
     kafka.created.append(f"{app.name}.dlq")
 
