@@ -794,6 +794,8 @@ def replay_command(
     and get sluice.replay.count. Only the dead letters present at start are read.
     Progress is committed in the consumer group sluice-dlq-replay.TOPIC once the
     records are acknowledged, so a second replay does not repeat the first.
+    Dead letters skipped by --where-exception are passed as well: replay them
+    later with --from-beginning --where-exception NAME.
     """
     if to is not None and to == topic:
         msg = f"--to {to} is the dead-letter topic itself"
@@ -820,8 +822,10 @@ def replay_command(
         _render_replay(report, console, where_exception)
         if report.missing:
             names = ", ".join(repr(t) for t in sorted(report.missing))
+            which = "topic" if len(report.missing) == 1 else "topics"
+            verb = "does" if len(report.missing) == 1 else "do"
             msg = (
-                f"replay destination topics {names} do not exist on {brokers}; create them, "
+                f"replay destination {which} {names} {verb} not exist on {brokers}; create it, "
                 "or replay to another topic with --to (sluice never creates source topics)"
             )
             raise TopicNotFoundError(msg)
