@@ -24,6 +24,7 @@ from sluice.dataflow import Source, Stream
 from sluice.errors import ConfigError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy, coerce_policy
 from sluice.kafka.config import callable_option, settings_from_options
+from sluice.runtime.parallel import ORDERINGS
 from sluice.runtime.runner import Runner, RunStats, RuntimeOptions
 from sluice.serde import _check_format
 
@@ -45,8 +46,16 @@ class App:
             Streams: nothing already in the topic is skipped), ``"latest"``, ``"error"``.
         max_poll_records: records per consumed batch (default 1000).
         commit_interval: how often completed offsets are committed (default ``"1s"``).
-        max_in_flight: records awaiting acknowledgement before partitions are paused
-            (default 20,000): memory stays bounded whatever the backlog.
+        max_in_flight: records consumed but not finished (processing or awaiting
+            acknowledgement) before partitions are paused (default 20,000): memory stays
+            bounded whatever the backlog.
+        concurrency: records processed at once per process (default 1: batch-at-a-time
+            on the poll thread, the fastest for CPU-bound steps). Above 1, each record runs
+            on one of ``concurrency`` worker threads (``async def`` steps on an event loop),
+            for I/O-bound steps.
+        ordering: with ``concurrency > 1``: ``"key"`` (default) processes records of the
+            same key strictly in offset order and different keys in parallel;
+            ``"partition"`` keeps partition order; ``"unordered"`` maximises throughput.
         value_deserializer: a callable ``bytes -> object``: the default ``value=`` of
             ``stream()`` (kafka-python's name).
         key_deserializer: likewise for keys.
@@ -90,6 +99,8 @@ class App:
         enable_auto_commit: bool = False,
         progress_interval: str | float = "10s",
         shutdown_timeout: str | float = "30s",
+        concurrency: int = 1,
+        ordering: Literal["key", "partition", "unordered"] = "key",
         **options: Any,
     ) -> None:
         options.update(
@@ -105,7 +116,17 @@ class App:
         if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0:
             msg = f"max_in_flight={max_in_flight!r} must be a positive integer"
             raise ConfigError(msg)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            msg = (
+                f"concurrency={concurrency!r} must be an integer >= 1 (records processed at once per process)"
+            )
+            raise ConfigError(msg)
+        if ordering not in ORDERINGS:
+            msg = f"ordering={ordering!r} must be one of {', '.join(map(repr, ORDERINGS))}"
+            raise ConfigError(msg)
         self.options = RuntimeOptions(
+            concurrency=concurrency,
+            ordering=ordering,
             commit_interval=parse_duration(commit_interval, "commit_interval"),
             max_in_flight=max_in_flight,
             progress_interval=parse_duration(progress_interval, "progress_interval"),

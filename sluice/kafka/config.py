@@ -50,6 +50,8 @@ APP_OPTIONS: tuple[str, ...] = (
     "max_in_flight",
     "progress_interval",
     "shutdown_timeout",
+    "concurrency",
+    "ordering",
     *CONSUMER_KEYWORDS,
 )
 

@@ -23,6 +23,7 @@ from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Record, StepFailed
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
+from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.tracker import Batch
@@ -90,7 +91,7 @@ class _Emitter:
             except BufferError:
                 self._produce_one(record, batch)
             except Exception as exc:  # noqa: BLE001 - serialization failed or produce refused at once
-                batch.pending -= 1
+                batch.settle()
                 self._failed(index, record, exc, batch)
         self.produced += len(records)
 
@@ -120,7 +121,7 @@ class _Emitter:
             try:
                 return self._produce_one(rec, batch)
             except BaseException:
-                batch.pending -= 1
+                batch.settle()
                 raise
 
         self._router.handle(
@@ -216,6 +217,7 @@ class Executor:
         self, sources: list[Source], produce: Produce, poll: Callable[[float], Any], router: FailureRouter
     ):
         self._router = router
+        self.async_bridge = AsyncBridge()
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
         self.batch_sinks: list[Any] = []
@@ -231,6 +233,9 @@ class Executor:
     ) -> _Node:
         step = stream.step
         assert step is not None
+        fn = getattr(step, "fn", None)
+        if fn is not None and is_async(fn):
+            step = replace(step, fn=self.async_bridge.wrap(fn))
         node = _Node(step, "sink" if isinstance(step, Sink) else "process")
         if isinstance(step, Sink):
             node.write_batch = getattr(step.fn, "write_batch", None)
@@ -333,8 +338,16 @@ class Executor:
                 out.extend(recovered.get(0, ()))
         return out
 
+    def plan_for(self, topic: str) -> _SourcePlan:
+        return self._plans[topic]
+
+    def run_record(self, plan: _SourcePlan, record: Record, batch: Batch) -> None:
+        """Run one deserialized record through the whole graph (a worker's unit of work)."""
+        self._run_nodes(plan.nodes, [record], batch)
+
     def close_sinks(self) -> None:
-        """Close the batch sinks that have a ``close()``."""
+        """Close the batch sinks that have a ``close()``, and the event loop of async steps."""
+        self.async_bridge.close()
         for sink in self.batch_sinks:
             close = getattr(sink, "close", None)
             if close is not None:

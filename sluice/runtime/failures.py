@@ -13,6 +13,7 @@ the record's batch); if the dead-letter topic cannot be written the app stops.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from collections import Counter
@@ -93,11 +94,27 @@ class FailureRouter:
         self.retried = 0
         self.recovered = 0
         self.retry_budget = 30.0
-        self._budget_left = self.retry_budget
         self.parked = 0
-        #: while a record from a retry topic is processed: where it came from originally
-        self.origin: DeadLetterContext | None = None
-        self.retry_level = 0
+        self._lock = threading.RLock()
+        self._local = threading.local()
+
+    # per thread: workers of a parallel app each process their own record
+    @property
+    def origin(self) -> DeadLetterContext | None:
+        """While a record from a retry topic is processed: where it came from originally."""
+        return getattr(self._local, "origin", None)
+
+    @origin.setter
+    def origin(self, value: DeadLetterContext | None) -> None:
+        self._local.origin = value
+
+    @property
+    def retry_level(self) -> int:
+        return getattr(self._local, "retry_level", 0)
+
+    @retry_level.setter
+    def retry_level(self, value: int) -> None:
+        self._local.retry_level = value
 
     # ------------------------------------------------------------------ entry points
     def handle(
@@ -123,10 +140,12 @@ class FailureRouter:
                     self._sleep(policy.delay(attempt))
                 still: list[IndexedFailure] = []
                 for index, record, _exc in pending:
-                    self.retried += 1
+                    with self._lock:
+                        self.retried += 1
                     try:
                         recovered[index] = retry(record)
-                        self.recovered += 1
+                        with self._lock:
+                            self.recovered += 1
                     except Exception as exc:  # noqa: BLE001 - still failing: next attempt or disposal
                         still.append((index, record, exc))
                 pending = still
@@ -136,15 +155,17 @@ class FailureRouter:
         return recovered
 
     def start_batch(self) -> None:
-        """A new batch: its in-place retries may wait ``retry_budget`` seconds in all."""
-        self._budget_left = self.retry_budget
+        """A new batch on the poll thread: its in-place retries may wait ``retry_budget`` seconds in all."""
+        self._local.budget = self.retry_budget
 
     def _sleep(self, seconds: float) -> None:
         # past the budget, retries go on without waiting: the poll loop must come back
-        # well within max.poll.interval.ms however many records of a batch fail
-        seconds = min(seconds, self._budget_left)
+        # well within max.poll.interval.ms however many records of a batch fail. Worker
+        # threads of a parallel app do not block the poll loop: no budget there.
+        budget = getattr(self._local, "budget", float("inf"))
+        seconds = min(seconds, budget)
         if seconds > 0:
-            self._budget_left -= seconds
+            self._local.budget = budget - seconds
             time.sleep(seconds)
 
     def dispose(
@@ -266,7 +287,7 @@ class FailureRouter:
                 self._poll(0.05)
 
     def _on_dead_letter_delivery(self, batch: Batch, topic: str, where: str, err: Any, _msg: Any) -> None:
-        batch.pending -= 1
+        batch.settle()
         if err is not None:
             batch.failures.append((None, err, _msg))
             self.fatal = DeadLetterError(

@@ -28,6 +28,7 @@ from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
 from sluice.runtime.executor import Executor
 from sluice.runtime.failures import FailureRouter
+from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 
@@ -47,6 +48,8 @@ class RuntimeOptions:
     shutdown_timeout: float = 30.0
     revoke_timeout: float = 20.0
     poll_timeout: float = 0.1
+    concurrency: int = 1
+    ordering: str = "key"
 
 
 @dataclass
@@ -104,6 +107,7 @@ class Runner:
         self._router: FailureRouter | None = None
         self._executor: Executor | None = None
         self._retry_topics: set[str] = set()
+        self._dispatcher: ParallelDispatcher | None = None
         self._delayed: dict[TopicPartitionKey, float] = {}
         self.ready = threading.Event()
 
@@ -181,6 +185,10 @@ class Runner:
         executor = self._executor = Executor(
             self.sources, self._producer.produce, self._producer.poll, self._router
         )
+        if self.options.concurrency > 1:
+            self._dispatcher = ParallelDispatcher(
+                executor, self.options.concurrency, self.options.ordering, self._failed_batches
+            )
         self._consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -200,7 +208,7 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, executor: Executor) -> None:
-        consumer, producer, tracker, opts = self._consumer, self._producer, self.tracker, self.options
+        consumer, producer, opts = self._consumer, self._producer, self.options
         assert consumer is not None and producer is not None
         max_records = self.settings.max_poll_records
         stats = self.stats
@@ -215,19 +223,14 @@ class Runner:
                 if len(good) != len(msgs):
                     self._on_message_errors([m for m in msgs if m.error() is not None])
                 if good:
-                    batch = Batch(len(good), self._failed_batches)
-                    self._router.start_batch()
                     try:
-                        if self._retry_topics:
-                            good = self._run_with_parked(executor, good, batch)
+                        if self._dispatcher is not None:
+                            self._dispatch(executor, good)
                         else:
-                            executor.run(good, batch)
+                            self._process(executor, good)
                     except SluiceError as exc:
                         self._fatal = exc
                         return
-                    next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in good}
-                    batch.seal()
-                    tracker.add(batch, next_offsets)
                     stats.records_in += len(good)
                     stats.records_out = executor.produced
                     stats.batches += 1
@@ -250,6 +253,10 @@ class Runner:
             self._dispose_refused_outputs()
         if self._router is not None and self._router.fatal is not None:
             self._fatal = self._router.fatal
+            return
+        if self._dispatcher is not None and self._dispatcher.fatal is not None:
+            exc = self._dispatcher.fatal
+            self._fatal = exc if isinstance(exc, SluiceError) else SluiceError(f"a worker failed: {exc!r}")
             return
         ready = self.tracker.committable()
         if ready:
@@ -275,6 +282,33 @@ class Runner:
         if not asynchronous:
             for tp in offsets:
                 self.stats.committed[(tp.topic, tp.partition)] = tp.offset
+
+    def _process(self, executor: Executor, msgs: list) -> None:
+        """Run one consumed batch through the graph on this thread (concurrency=1)."""
+        batch = Batch(len(msgs), self._failed_batches)
+        assert self._router is not None
+        self._router.start_batch()
+        if self._retry_topics:
+            msgs = self._run_with_parked(executor, msgs, batch)
+        else:
+            executor.run(msgs, batch)
+        batch.seal()
+        self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in msgs})
+
+    def _dispatch(self, executor: Executor, msgs: list) -> None:
+        """Hand one consumed batch to the worker threads (concurrency>1)."""
+        assert self._dispatcher is not None
+        if self._retry_topics:
+            parked = [m for m in msgs if m.topic() in self._retry_topics]
+            if parked:
+                msgs = [m for m in msgs if m.topic() not in self._retry_topics]
+                batch = Batch(0, self._failed_batches)
+                self._router.start_batch()
+                done = self._run_with_parked(executor, parked, batch)
+                batch.seal()
+                self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in done})
+        for batch, next_offsets in self._dispatcher.submit(msgs):
+            self.tracker.add(batch, next_offsets)
 
     # ------------------------------------------------------------------ retry topics
     def _run_with_parked(self, executor: Executor, msgs: list, batch: Batch) -> list:
@@ -408,6 +442,8 @@ class Runner:
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
         self._drain(revoked, self.options.revoke_timeout)
+        if self._dispatcher is not None:
+            self._dispatcher.drop(revoked)
         self._commit(asynchronous=False)
         self.tracker.forget(revoked)
         self._assigned -= revoked
@@ -419,6 +455,8 @@ class Runner:
         logger.warning(
             "%s: partitions lost (their uncommitted records will be redone): %s", self.name, _fmt(partitions)
         )
+        if self._dispatcher is not None:
+            self._dispatcher.drop(lost)
         self.tracker.forget(lost)
         self._assigned -= lost
         for tp in lost:
@@ -445,6 +483,10 @@ class Runner:
     def _shutdown(self) -> bool:
         consumer, producer = self._consumer, self._producer
         clean = True
+        if self._dispatcher is not None:
+            if self._fatal is None:
+                self._drain(set(self._assigned), self.options.shutdown_timeout)
+            self._dispatcher.stop()
         if self._executor is not None:
             try:
                 self._executor.close_sinks()

@@ -50,6 +50,10 @@ class Batch:
         """Count ``count`` more outputs that must be acknowledged."""
         self.pending += count
 
+    def settle(self, count: int = 1) -> None:
+        """``count`` expected outputs will not come after all (refused before sending)."""
+        self.pending -= count
+
     def seal(self) -> None:
         """Processing of the batch is over: no more outputs will be added."""
         self.sealed = True
