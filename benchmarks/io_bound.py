@@ -74,7 +74,7 @@ def produce_input(topic: str, records: int) -> None:
 
 
 def run_sluice(topic: str, records: int, concurrency: int, use_async: bool) -> dict:
-    from sluice import App  # noqa: PLC0415 - imported where measured
+    from sluice import App
 
     log = OrderLog()
 
