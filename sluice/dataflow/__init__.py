@@ -1,7 +1,7 @@
 """The dataflow API: ``Stream`` operators that build a graph of plain Python steps."""
 
 from sluice.dataflow.sinks import BatchSink, SinkRow
-from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, Sink, Step, To
+from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
 from sluice.dataflow.stream import Source, Stream
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "FlatMap",
     "KeyBy",
     "Map",
+    "MapBatch",
     "Sink",
     "SinkRow",
     "Source",

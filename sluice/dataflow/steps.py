@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice.dataflow.frames import FrameKind
 from sluice.errors.policy import ErrorPolicy
 
-__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "Record", "Sink", "Step", "StepFailed", "To"]
+__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "MapBatch", "Record", "Sink", "Step", "StepFailed", "To"]
 
 Record = tuple[Any, Any, Any]
 
@@ -164,3 +165,51 @@ class To(Step):
     def apply(self, records: list[Record]) -> list[Record]:  # pragma: no cover - the runtime binds it
         msg = "To steps are executed by the runtime"
         raise TypeError(msg)
+
+
+@dataclass(frozen=True)
+class MapBatch(Step):
+    """Apply ``fn`` to a whole micro-batch as a DataFrame; its rows become the output records.
+
+    ``frame`` is ``"polars"``, ``"pandas"`` or ``"arrow"``. An output row keeps the key and
+    metadata of the input row it came from (through the hidden ``__sluice_row`` column);
+    rows without one (aggregates) take the last input record's metadata. ``key`` names
+    a column whose values become the output keys. The runtime sets ``raw_in`` (values
+    are JSON bytes to read columnar) and ``raw_out`` (emit NDJSON lines for a ``to``).
+    """
+
+    fn: Callable[[Any], Any]
+    frame: str = "polars"
+    max_rows: int = 10_000
+    max_wait: float = 0.05
+    key: str | None = None
+    raw_in: bool = False
+    raw_out: bool = False
+
+    def kind(self) -> FrameKind:
+        return FrameKind.of(self.frame)
+
+    def apply(self, records: list[Record]) -> list[Record]:
+        kind = self.kind()
+        if self.raw_in:
+            df = kind.from_ndjson([r[0] for r in records])  # raises NotColumnar: the runtime decodes instead
+        else:
+            df = kind.from_values([r[0] for r in records])
+        return self.finish(kind, df, records)
+
+    def finish(self, kind: Any, df: Any, records: list[Record]) -> list[Record]:
+        """Run the user's function on ``df`` and turn its rows back into records."""
+        name = getattr(self.fn, "__name__", "fn")
+        out = self.fn(df)
+        kind.check(out, name)
+        keys = kind.column(out, self.key) if self.key is not None else None
+        positions, values = kind.rows(out, self.raw_out)
+        last = records[-1] if records else (None, None, None)
+        result: list[Record] = []
+        for i, value in enumerate(values):
+            source = records[positions[i]] if positions is not None else last
+            result.append((value, keys[i] if keys is not None else source[1], source[2]))
+        return result
+
+    def apply_one(self, record: Record) -> list[Record]:
+        return self.apply([record])

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from sluice._durations import parse_duration
 from sluice._names import check_topic_name
-from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, Sink, Step, To
+from sluice.dataflow.frames import FrameKind
+from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
@@ -81,7 +83,9 @@ class Stream:
         return steps[::-1]
 
     def _keyed(self) -> bool:
-        return any(isinstance(s, KeyBy) for s in self.path())
+        return any(
+            isinstance(s, KeyBy) or (isinstance(s, MapBatch) and s.key is not None) for s in self.path()
+        )
 
     @staticmethod
     def _check_fn(fn: Any, op: str) -> None:
@@ -145,6 +149,64 @@ class Stream:
         self._check_fn(fn, "key_by")
         policy = coerce_policy(on_error, "key_by")
         return self._add(lambda label: KeyBy(label, fn, on_error=policy), "key_by", fn, name)
+
+    def map_batch(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        frame: Literal["polars", "pandas", "arrow"] = "polars",
+        max_rows: int = 10_000,
+        max_wait: str | float = "50ms",
+        key: str | None = None,
+        name: str | None = None,
+        on_error: OnError = None,
+    ) -> Stream:
+        """Process micro-batches as DataFrames: ``fn(frame) -> frame``; output rows become records.
+
+        The frame holds one micro-batch: up to ``max_rows`` records, or what arrived
+        within ``max_wait``. A JSON stream whose only step is ``map_batch`` is read
+        straight from the records' bytes by the library's NDJSON reader, and rows that go
+        straight to ``.to()`` are written by its NDJSON writer: no per-record Python dict.
+        Output rows keep the key, timestamp and headers of their input row (a hidden
+        ``__sluice_row`` column carries it; keep it when you filter, sort or add columns);
+        rows without it (aggregates) take the batch's last record's. ``key=`` names a
+        column to use as the output key.
+
+        Failures: when ``fn`` raises, the batch is retried per the failure policy, then
+        bisected: halves that succeed go on, and each row that fails alone goes to the
+        dead-letter topic. Offsets are committed only after the batch's outputs are
+        acknowledged, as for any step.
+
+        Args:
+            fn: receives a ``polars.DataFrame``, ``pandas.DataFrame`` or ``pyarrow.Table``
+                and returns one of the same kind.
+            frame: the library (an optional extra: ``pip install 'sluice-streams[polars]'``).
+            max_rows: the largest micro-batch.
+            max_wait: how long to wait to fill a micro-batch.
+            key: the column whose values become the output keys.
+
+        Example:
+            >>> import polars as pl
+            >>> from sluice.testing import run_steps
+            >>> run_steps(lambda s: s.map_batch(lambda df: df.filter(pl.col("n") > 1)), [{"n": 1}, {"n": 2}])
+            [{'n': 2}]
+        """
+        self._check_fn(fn, "map_batch")
+        FrameKind.of(frame)
+        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows <= 0:
+            msg = f"map_batch(max_rows={max_rows!r}): must be a positive integer"
+            raise ConfigError(msg)
+        wait = parse_duration(max_wait, "max_wait")
+        if key is not None and not isinstance(key, str):
+            msg = f"map_batch(key={key!r}): must be a column name"
+            raise ConfigError(msg)
+        policy = coerce_policy(on_error, "map_batch")
+        return self._add(
+            lambda label: MapBatch(label, fn, frame, max_rows, wait, key, on_error=policy),
+            "map_batch",
+            fn,
+            name,
+        )
 
     def sink(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
         """Call ``fn(value)`` for every record (``print``, a database write...).

@@ -18,7 +18,8 @@ from typing import Any
 
 import orjson
 
-from sluice.dataflow import Sink, Source, Step, Stream, To
+from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
+from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Record, StepFailed
 from sluice.errors.dead_letter import DeadLetterContext
@@ -41,6 +42,7 @@ class _Node:
     children: list[_Node] = field(default_factory=list)
     emit: _Emitter | None = None
     write_batch: Callable[[list[SinkRow]], Any] | None = None
+    plan: _SourcePlan | None = None
 
 
 def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Record]]) -> list[Record]:
@@ -62,6 +64,7 @@ class _Emitter:
             if step.value is not None
             else (source.value if isinstance(source.value, str) else "json")
         )
+        self.writes_json = value_spec == "json"
         self.serialize = serializer(value_spec)
         if step.keyed:
             self.key_serialize: Callable[[Any], Any] | None = key_serializer
@@ -138,6 +141,8 @@ class _SourcePlan:
         self.value_deser = deserializer(source.value)
         self.key_deser = None if source.key == "bytes" else deserializer(source.key, "key")
         self.json_fast_path = source.value == "json" and self.key_deser is None
+        #: the only step is a map_batch reading JSON: hand it the raw bytes to read columnar
+        self.raw_in = False
         # a built-in format fails the same way every time: retry without waiting
         self.deterministic = isinstance(source.value, str) and isinstance(source.key, str)
         value_name = (
@@ -157,6 +162,8 @@ class _SourcePlan:
         return [chain]
 
     def records(self, msgs: list[Any], batch: Batch) -> list[Record]:
+        if self.raw_in:
+            return [(m.value(), m.key(), m) for m in msgs]
         try:
             if self.json_fast_path:
                 loads = orjson.loads
@@ -172,6 +179,10 @@ class _SourcePlan:
         msg = raw[2]
         key = msg.key() if self.key_deser is None else self.key_deser(msg.key())
         return [(self.value_deser(msg.value()), key, msg)]
+
+    def decode(self, msgs: list[Any], batch: Batch) -> list[Record]:
+        """Deserialize ``msgs`` record by record, disposing of the ones that fail."""
+        return self._records_one_by_one(msgs, batch)
 
     def _records_one_by_one(self, msgs: list[Any], batch: Batch) -> list[Record]:
         per_record: list[list[Record] | None] = []
@@ -224,6 +235,7 @@ class Executor:
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
+            self._bind_map_batches(plan, nodes)
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
@@ -246,6 +258,27 @@ class Executor:
             self.emitters.append(node.emit)
         node.children = [self._compile(child, source, produce, poll) for child in stream.children]
         return node
+
+    def _bind_map_batches(self, plan: _SourcePlan, nodes: list[_Node]) -> None:
+        """Give map_batch steps their plan and the columnar in/out paths where they apply."""
+        json_source = plan.json_fast_path
+        for node in nodes:
+            self._bind_map_batches(plan, node.children)
+            if not isinstance(node.step, MapBatch):
+                continue
+            node.plan = plan
+            writes_only = node.children and all(
+                child.emit is not None and not child.children and child.emit.writes_json
+                for child in node.children
+            )
+            if writes_only:
+                node.step = replace(node.step, raw_out=True)
+                for child in node.children:
+                    assert child.emit is not None
+                    child.emit.serialize = serializer("bytes")
+            if json_source and len(nodes) == 1 and nodes is plan.nodes:
+                node.step = replace(node.step, raw_in=True)
+                plan.raw_in = True
 
     def emitter_for(self, topic: str) -> tuple[str, ErrorPolicy | None]:
         """The step name and policy of the ``to()`` writing ``topic`` (for refused outputs)."""
@@ -304,6 +337,8 @@ class Executor:
                 out = records
             elif node.write_batch is not None:
                 out = self._write_batch(node, records, batch)
+            elif node.plan is not None:
+                out = self._map_batch(node, records, batch)
             else:
                 try:
                     out = node.step.apply(records)
@@ -336,6 +371,47 @@ class Executor:
                     "sink", step.name, step.on_error, [(0, record, exc)], write_one, batch
                 )
                 out.extend(recovered.get(0, ()))
+        return out
+
+    def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
+        """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
+        step = node.step
+        assert isinstance(step, MapBatch) and node.plan is not None
+        try:
+            return step.apply(records)
+        except NotColumnar:
+            # malformed bytes (or a tombstone): decode record by record, dead-lettering what fails
+            records = node.plan.decode([r[2] for r in records], batch)
+            step = replace(step, raw_in=False)
+            try:
+                return step.apply(records) if records else []
+            except Exception as exc:  # noqa: BLE001 - handled below like any failure of the function
+                failure = exc
+        except Exception as exc:  # noqa: BLE001 - retried, then bisected
+            failure = exc
+        policy = step.on_error or self._router.policy
+        for attempt in range(1, policy.retries + 1):
+            self._router.sleep(policy.delay(attempt))
+            try:
+                return step.apply(records)
+            except Exception as exc:  # noqa: BLE001 - next attempt, then bisection
+                failure = exc
+        return self._bisect(step, records, failure, 1 + policy.retries, batch)
+
+    def _bisect(
+        self, step: MapBatch, records: list[Record], failure: Exception, attempts: int, batch: Batch
+    ) -> list[Record]:
+        if len(records) == 1:
+            policy = step.on_error or self._router.policy
+            self._router.dispose("process", step.name, policy, records[0][2], failure, attempts, batch)
+            return []
+        middle = len(records) // 2
+        out: list[Record] = []
+        for half in (records[:middle], records[middle:]):
+            try:
+                out.extend(step.apply(half))
+            except Exception as exc:  # noqa: BLE001 - narrow down to the failing rows
+                out.extend(self._bisect(step, half, exc, attempts, batch))
         return out
 
     def plan_for(self, topic: str) -> _SourcePlan:

@@ -158,6 +158,10 @@ class FailureRouter:
         """A new batch on the poll thread: its in-place retries may wait ``retry_budget`` seconds in all."""
         self._local.budget = self.retry_budget
 
+    def sleep(self, seconds: float) -> None:
+        """Wait before an in-place retry, within the poll thread's budget."""
+        self._sleep(seconds)
+
     def _sleep(self, seconds: float) -> None:
         # past the budget, retries go on without waiting: the poll loop must come back
         # well within max.poll.interval.ms however many records of a batch fail. Worker

@@ -21,7 +21,7 @@ from functools import partial
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sluice.dataflow import Source, Stream, To
+from sluice.dataflow import MapBatch, Source, Stream, To
 from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
@@ -202,6 +202,18 @@ class Runner:
             raise self._fatal
         return clean
 
+    def _batch_shape(self) -> tuple[int, float]:
+        """Records per consume and its timeout: map_batch steps ask for bigger, timelier batches."""
+        max_records, timeout = self.settings.max_poll_records, self.options.poll_timeout
+        stack = [child for source in self.sources for child in source.root.children]
+        while stack:
+            node = stack.pop()
+            if isinstance(node.step, MapBatch):
+                max_records = max(max_records, node.step.max_rows)
+                timeout = min(timeout, node.step.max_wait)
+            stack.extend(node.children)
+        return max_records, timeout
+
     def _topic_shape(self, topic: str) -> tuple[int, int]:
         info = self._topics.get(topic)
         return (info.partitions, info.replication) if info else (1, 1)
@@ -210,12 +222,12 @@ class Runner:
     def _loop(self, executor: Executor) -> None:
         consumer, producer, opts = self._consumer, self._producer, self.options
         assert consumer is not None and producer is not None
-        max_records = self.settings.max_poll_records
+        max_records, poll_timeout = self._batch_shape()
         stats = self.stats
         next_commit = time.monotonic() + opts.commit_interval
         progress = _Progress(self, opts.progress_interval)
         while not self._stop.is_set():
-            msgs = consumer.consume(max_records, 0 if self._paused else opts.poll_timeout)
+            msgs = consumer.consume(max_records, 0 if self._paused else poll_timeout)
             if self._fatal is not None:
                 return
             if msgs:

@@ -1,0 +1,195 @@
+"""map_batch: DataFrame micro-batches with the same outputs, offsets and dead letters as per-record steps."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import polars as pl
+import pyarrow.compute as pc
+import pytest
+
+from sluice import App, ConfigError
+from sluice.testing import run_steps
+from tests.apps import AppProcess, running, wait_for, write_app
+
+N = 500
+
+
+def event(i: int) -> dict:
+    return {"id": i, "type": ("click", "view", "buy")[i % 3], "price": float(i % 17), "qty": i % 4}
+
+
+def per_record(e: dict) -> dict | None:
+    if e["type"] != "click":
+        return None
+    return {**e, "total": e["price"] * e["qty"]}
+
+
+ORACLE = [per_record(event(i)) for i in range(N) if per_record(event(i))]
+
+FRAMES = {
+    "polars": lambda df: df.filter(pl.col("type") == "click").with_columns(
+        (pl.col("price") * pl.col("qty")).alias("total")
+    ),
+    "pandas": lambda df: df[df["type"] == "click"].assign(total=lambda d: d["price"] * d["qty"]),
+    "arrow": lambda t: arrow_clicks(t.filter(pc.equal(t["type"], "click"))),
+}
+
+
+def arrow_clicks(clicks):
+    return clicks.append_column("total", pc.multiply(clicks["price"], clicks["qty"]))
+
+
+def make_app(kafka, **kwargs) -> App:
+    return App(f"mb-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms", **kwargs)
+
+
+@pytest.mark.parametrize("frame", list(FRAMES))
+def test_same_outputs_as_the_per_record_pipeline(kafka, topic_factory, frame):
+    src, out, oracle_out = (
+        topic_factory(partitions=2),
+        topic_factory(partitions=2),
+        topic_factory(partitions=2),
+    )
+    kafka.produce(
+        src,
+        [(f"k{i % 7}".encode(), orjson.dumps(event(i)), {"headers": [("h", b"%d" % i)]}) for i in range(N)],
+    )
+    app = make_app(kafka)
+    app.stream(src).map_batch(FRAMES[frame], frame=frame, max_rows=64).to(out)
+    reference = make_app(kafka)
+    reference.stream(src).map(per_record).filter(lambda e: e is not None).to(oracle_out)
+
+    with running(app), running(reference):
+        got = kafka.drain(out, expected=len(ORACLE))
+        want = kafka.drain(oracle_out, expected=len(ORACLE))
+
+    def index(records):
+        return {orjson.loads(r.value)["id"]: (orjson.loads(r.value), r.key, r.headers) for r in records}
+
+    assert index(got) == index(want)
+    assert len(got) == len(ORACLE)
+
+
+def test_poison_row_alone_goes_to_the_dead_letter_topic(kafka, topic_factory):
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(
+        src, [(None, orjson.dumps({**event(i), "price": -1.0 if i == 123 else float(i)})) for i in range(N)]
+    )
+
+    def strict(df: pl.DataFrame) -> pl.DataFrame:
+        if (df["price"] < 0).any():
+            raise ValueError("negative price in batch")
+        return df
+
+    app = make_app(kafka)
+    app.on_error(retries=1, backoff="1ms")
+    app.stream(src).map_batch(strict, max_rows=200).to(out)
+    with running(app):
+        got = kafka.drain(out, expected=N - 1)
+        dead = kafka.drain(f"{app.name}.dlq", expected=1)
+    kafka.created.append(f"{app.name}.dlq")
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == [i for i in range(N) if i != 123]
+    (letter,) = dead
+    headers = dict(letter.headers)
+    assert orjson.loads(letter.value)["id"] == 123
+    assert headers["sluice.error.stage"] == b"process"
+    assert headers["sluice.error.exception"] == b"ValueError"
+    assert headers["sluice.error.step"].startswith(b"map_batch#")
+
+
+def test_malformed_json_in_a_columnar_batch_is_dead_lettered_and_the_rest_proceed(kafka, topic_factory):
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(src, [(None, b'{"id": 7, "bro' if i == 7 else orjson.dumps(event(i))) for i in range(50)])
+    app = make_app(kafka)
+    app.stream(src).map_batch(lambda df: df, max_rows=100).to(out)
+    with running(app):
+        got = kafka.drain(out, expected=49)
+        dead = kafka.drain(f"{app.name}.dlq", expected=1)
+    kafka.created.append(f"{app.name}.dlq")
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == [i for i in range(50) if i != 7]
+    assert dict(dead[0].headers)["sluice.error.stage"] == b"deserialize"
+
+
+def test_key_column_sets_output_keys_and_aggregates_work(kafka, topic_factory):
+    src, out = topic_factory(), topic_factory(partitions=3)
+    kafka.produce(src, [(None, orjson.dumps(event(i))) for i in range(90)])
+
+    def per_type(df: pl.DataFrame) -> pl.DataFrame:
+        return df.group_by("type").agg(pl.len().alias("n")).sort("type")
+
+    app = make_app(kafka, max_poll_records=1000)
+    app.stream(src).map_batch(per_type, key="type", max_rows=1000, max_wait="500ms").to(out)
+    with running(app):
+        got = kafka.drain(out, idle=3)
+    totals: dict[bytes, int] = {}
+    for r in got:
+        totals[r.key] = totals.get(r.key, 0) + orjson.loads(r.value)["n"]
+    assert totals == {b"buy": 30, b"click": 30, b"view": 30}
+
+
+def test_map_batch_in_memory_and_bad_arguments():
+    assert run_steps(lambda s: s.map_batch(lambda df: df.with_columns(pl.col("n") * 2)), [{"n": 1}]) == [
+        {"n": 2}
+    ]
+    assert run_steps(
+        lambda s: s.map_batch(lambda df: df.assign(n=df["n"] + 1), frame="pandas"), [{"n": 1}]
+    ) == [{"n": 2}]
+    app = App("mbcfg")
+    with pytest.raises(ConfigError, match="frame='spark' must be one of"):
+        app.stream("e").map_batch(lambda df: df, frame="spark")
+    with pytest.raises(ConfigError, match="max_rows=0"):
+        app.stream("f").map_batch(lambda df: df, max_rows=0)
+    with pytest.raises(TypeError, match="returned list, not a polars DataFrame"):
+        run_steps(lambda s: s.map_batch(lambda df: [1]), [{"n": 1}])
+
+
+def test_missing_library_names_the_extra(monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def fake(name, *args):
+        if name == "polars":
+            raise ImportError("No module named 'polars'")
+        return real(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", fake)
+    with pytest.raises(ConfigError, match=r"pip install 'sluice-streams\[polars\]'"):
+        App("mbx").stream("e").map_batch(lambda df: df)
+
+
+APP = """
+import polars as pl
+from sluice import App
+
+app = App({group!r}, brokers={bootstrap!r}, commit_interval="100ms")
+
+def slow_batches(df):
+    import time
+    time.sleep(0.05)
+    return df.with_columns(pl.col("id").alias("copy"))
+
+app.stream({src!r}).map_batch(slow_batches, max_rows=100).to({out!r})
+"""
+
+
+def test_kill9_loses_nothing(kafka, topic_factory, tmp_path):
+    n = 20_000
+    src, out = topic_factory(partitions=2), topic_factory(partitions=2)
+    kafka.produce(src, [(f"k{i}", orjson.dumps({"id": i})) for i in range(n)])
+    group = f"mbkill-{uuid.uuid4().hex[:8]}"
+    write_app(tmp_path, "mb_app", APP.format(group=group, bootstrap=kafka.bootstrap, src=src, out=out))
+
+    def outputs() -> int:
+        return sum(kafka.end_offsets(out, 2).values())
+
+    first = AppProcess(tmp_path, "mb_app")
+    wait_for(lambda: outputs() >= n // 4, 90, what="a quarter of the outputs")
+    first.kill9()
+    assert outputs() < n
+    second = AppProcess(tmp_path, "mb_app")
+    wait_for(lambda: outputs() >= n, 120, what="all outputs")
+    assert second.terminate() == 0, second.log()
+    assert {orjson.loads(r.value)["id"] for r in kafka.drain(out, idle=3, timeout=120)} == set(range(n))
