@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KAFKACTL := $(PY) tools/kafka/kafkactl.py
+PGCTL := $(PYTHON) tools/postgres/pgctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down demo test test-fast lint format bench bench-smoke clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +35,13 @@ cluster-up: setup jars
 cluster-down:
 	@test -x $(PY) && $(KAFKACTL) cluster-down || true
 
+# A throwaway PostgreSQL on 127.0.0.1:55432 (installed from Debian packages when missing; data in .postgres/)
+postgres-up:
+	$(PGCTL) up
+
+postgres-down:
+	$(PGCTL) down
+
 demo: broker-up
 	$(PY) -m examples.demo
 
@@ -42,7 +50,7 @@ test: setup jars
 	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	$(KAFKACTL) cluster-down; $(KAFKACTL) down; exit $$rc
+	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; exit $$rc
 
 lint:
 	$(VENV)/bin/ruff check .
@@ -51,6 +59,15 @@ lint:
 format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# Scenario "stateless" (benchmarks/stateless.py): sluice vs a hand-written confluent-kafka loop vs the
+# kafka-python loop, 1M records; writes benchmarks/results/stateless-<date>.{json,md} and the sluice profile.
+bench: broker-up
+	$(PY) -m benchmarks.stateless --records 1000000 --rounds 3 --profile
+
+# The same with 20,000 records, nothing saved: fails when a contender's output is wrong. Needs the broker up.
+bench-smoke: setup jars
+	$(PY) -m benchmarks.stateless --records 20000 --timeout 30 --no-save
 
 clean: broker-down cluster-down
 	rm -rf $(VENV) tools/kafka/target .kafka

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from benchmarks._kafka import BROKERS, OffsetWatch, Verdict, unique_name, verify_output
 
-__all__ = ["ROOT", "Contender", "Result", "run_contender"]
+__all__ = ["ROOT", "Contender", "Result", "run_contender", "snapshot"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,6 +43,7 @@ class Result:
     msg_per_s: float | None
     wall_seconds: float
     peak_rss_mb: float
+    cpu_seconds: float
     exit_code: int
     child: dict
     stderr_tail: str
@@ -48,16 +52,59 @@ class Result:
         return asdict(self)
 
 
+def snapshot(dest: Path, ref: str | None) -> str:
+    """Copy ``sluice/`` and ``benchmarks/`` into ``dest`` (the contenders' working directory).
+
+    The copy, first on the children's ``sys.path``, keeps every run of one benchmark on
+    the same code while ``sluice/`` is being edited. ``ref``: take ``sluice/`` from that
+    git commit instead of the working tree. Returns a description of what was copied.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "results", "*.pyc")
+    shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=ignore)
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    if ref is None:
+        shutil.copytree(ROOT / "sluice", dest / "sluice", ignore=ignore)
+        dirty = git("status", "--porcelain", "--", "sluice")
+        return f"working tree at {git('rev-parse', '--short', 'HEAD')}" + (
+            " with uncommitted changes in sluice/" if dirty else ""
+        )
+    commit = git("rev-parse", "--short", ref)
+    archive = subprocess.run(["git", "archive", commit, "sluice"], cwd=ROOT, capture_output=True, check=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(dest, filter="data")
+    return f"commit {commit} ({git('log', '-1', '--format=%s', commit)})"
+
+
 def _wait(pid: int, timeout: float) -> tuple[int, float] | None:
-    """``(exit status, peak RSS in MiB)`` of ``pid`` once it exits, or None after ``timeout``."""
+    """``(exit code, CPU seconds user+sys)`` of ``pid`` once it exits, or None after ``timeout``.
+
+    (Its ``ru_maxrss`` is not used: Linux carries the parent's peak RSS into the child's.)
+    """
     deadline = time.monotonic() + timeout
     while True:
         got, status, usage = os.wait4(pid, os.WNOHANG)
         if got == pid:
-            return os.waitstatus_to_exitcode(status), usage.ru_maxrss / 1024
+            return os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.05)
+
+
+def _vmhwm_mb(pid: int) -> float:
+    """Peak RSS so far of a running process (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 def run_contender(
@@ -70,6 +117,7 @@ def run_contender(
     timeout: float,
     profile: str | None = None,
     brokers: str = BROKERS,
+    cwd: Path = ROOT,
 ) -> Result:
     """Start the contender, wait until its output topic holds every expected record, then verify it.
 
@@ -77,6 +125,9 @@ def run_contender(
     on the system-wide monotonic clock) to the moment the parent sees the output topic's
     end offsets reach the expected count (polled every ``WATCH_INTERVAL``), so the
     group join is excluded and the end is the last output written to Kafka.
+
+    Peak RSS is the child's ``VmHWM``: reported by the child as it exits, and sampled
+    by the parent while it runs (the larger is kept).
     """
     group = unique_name(f"bench-{contender.name}")
     cmd = [
@@ -100,26 +151,30 @@ def run_contender(
     watch = OffsetWatch(output_topic, partitions, brokers)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err)
         reached: float | None = None
         exited: tuple[int, float] | None = None
+        sampled_rss = 0.0
         while time.monotonic() - started < timeout:
             if watch.total() >= expected:
                 reached = time.monotonic()
                 break
+            sampled_rss = max(sampled_rss, _vmhwm_mb(proc.pid))
             exited = _wait(proc.pid, 0)
             if exited is not None:
                 break
             time.sleep(WATCH_INTERVAL)
         if exited is None:
+            sampled_rss = max(sampled_rss, _vmhwm_mb(proc.pid))
             exited = _wait(proc.pid, 120 if reached else 0)
         if exited is None:
             proc.send_signal(signal.SIGTERM)
             exited = _wait(proc.pid, 30)
         if exited is None:
             proc.kill()
-            exited = _wait(proc.pid, 30) or (-9, 0.0)
-        proc.returncode = exited[0]
+            exited = _wait(proc.pid, 30)
+        exit_code, cpu = (-9, 0.0) if exited is None else exited
+        proc.returncode = exit_code
         out.seek(0)
         err.seek(0)
         child: dict = {}
@@ -132,7 +187,7 @@ def run_contender(
     verdict: Verdict = verify_output(output_topic, partitions, expected_ids, brokers)
     first = child.get("first_consumed")
     seconds = reached - first if reached is not None and first is not None else None
-    exit_code, rss = exited
+    rss = max(sampled_rss, child.get("peak_rss_mb") or 0.0)
     ok = verdict.ok and exit_code == 0 and child.get("consumed") == records
     text = verdict.describe()
     if exit_code != 0:
@@ -149,6 +204,7 @@ def run_contender(
         msg_per_s=records / seconds if seconds else None,
         wall_seconds=(reached or time.monotonic()) - started,
         peak_rss_mb=rss,
+        cpu_seconds=cpu,
         exit_code=exit_code,
         child=child,
         stderr_tail=stderr_tail,

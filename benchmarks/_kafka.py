@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -62,8 +63,10 @@ def expected_click_ids(records: int) -> set[int]:
 def create_topics(names: Iterable[str], partitions: int, brokers: str = BROKERS) -> None:
     """Create ``names`` and wait until every partition has a leader."""
     names = list(names)
-    admin = AdminClient({"bootstrap.servers": brokers})
-    futures = admin.create_topics([NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names])
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 4})
+    futures = admin.create_topics(
+        [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in names]
+    )
     for future in futures.values():
         future.result(timeout=30)
     deadline = time.monotonic() + 30
@@ -75,9 +78,9 @@ def create_topics(names: Iterable[str], partitions: int, brokers: str = BROKERS)
         md = admin.list_topics(timeout=10).topics
         for name in list(pending):
             t = md.get(name)
-            if t and t.error is None and len(t.partitions) == partitions:
-                if all(p.leader >= 0 for p in t.partitions.values()):
-                    pending.discard(name)
+            complete = t is not None and t.error is None and len(t.partitions) == partitions
+            if complete and all(p.leader >= 0 for p in t.partitions.values()):
+                pending.discard(name)
         if pending:
             time.sleep(0.1)
 
@@ -86,12 +89,10 @@ def delete_topics(names: Iterable[str], brokers: str = BROKERS) -> None:
     names = list(names)
     if not names:
         return
-    admin = AdminClient({"bootstrap.servers": brokers})
+    admin = AdminClient({"bootstrap.servers": brokers, "log_level": 4})
     for future in admin.delete_topics(names, operation_timeout=30).values():
-        try:
+        with contextlib.suppress(KafkaException):
             future.result(timeout=60)
-        except KafkaException:
-            pass
 
 
 def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
@@ -135,7 +136,7 @@ class OffsetWatch:
     """Sum of a topic's end offsets, one ListOffsets request per call."""
 
     def __init__(self, topic: str, partitions: int, brokers: str = BROKERS) -> None:
-        self._admin = AdminClient({"bootstrap.servers": brokers})
+        self._admin = AdminClient({"bootstrap.servers": brokers, "log_level": 4})
         self._request = {TopicPartition(topic, p): OffsetSpec.latest() for p in range(partitions)}
 
     def total(self) -> int:

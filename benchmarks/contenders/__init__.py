@@ -5,7 +5,7 @@ Every contender is ``python -m benchmarks.contenders.<name> --input T --output O
 from the earliest offset), keeps the clicks, writes ``{"id", "page", "user"}`` to
 ``O``, and exits. It prints JSON lines on stdout: ``{"first_consumed": t}`` as soon as
 it has its first record (``time.monotonic()``, a system-wide clock on Linux, so the
-parent can compare it with its own) and a final summary line.
+parent can compare it with its own) and a final summary line with its peak RSS.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["CLIENT_CONSUMER", "CLIENT_PRODUCER", "parse_args", "report", "report_first"]
+__all__ = ["CLIENT_CONSUMER", "CLIENT_PRODUCER", "parse_args", "peak_rss_mb", "report", "report_first"]
 
 #: librdkafka settings of the hand-written loop: the same as sluice's own, so that the
 #: comparison measures the Python around the client, not different client tuning.
@@ -41,10 +41,28 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     parser.add_argument("--brokers", default="127.0.0.1:9092")
     parser.add_argument("--input", required=True, help="topic to consume")
     parser.add_argument("--output", required=True, help="topic to write the clicks to")
-    parser.add_argument("--group", required=True, help="consumer group (fresh: starts at the earliest offset)")
+    parser.add_argument(
+        "--group", required=True, help="consumer group (fresh: starts at the earliest offset)"
+    )
     parser.add_argument("--records", type=int, required=True, help="stop after consuming this many records")
     parser.add_argument("--profile", help="write a pyinstrument text profile to this file (sluice only)")
     return parser.parse_args(argv)
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident set (``VmHWM``), in MiB.
+
+    Not ``ru_maxrss`` as seen by the parent: Linux carries the parent's peak RSS at
+    fork time into the child's, so the parent's own growth would be counted.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 def report(**fields: Any) -> None:

@@ -14,7 +14,14 @@ from collections import deque
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
-from benchmarks.contenders import CLIENT_CONSUMER, CLIENT_PRODUCER, parse_args, report, report_first
+from benchmarks.contenders import (
+    CLIENT_CONSUMER,
+    CLIENT_PRODUCER,
+    parse_args,
+    peak_rss_mb,
+    report,
+    report_first,
+)
 
 COMMIT_INTERVAL = 1.0
 
@@ -102,7 +109,7 @@ def main() -> None:
     closed.append(gen)
     commit(asynchronous=False)
     consumer.close()
-    report(consumed=consumed, commits=commits, finished=time.monotonic())
+    report(consumed=consumed, commits=commits, finished=time.monotonic(), peak_rss_mb=peak_rss_mb())
 
 
 if __name__ == "__main__":

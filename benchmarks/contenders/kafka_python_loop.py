@@ -13,7 +13,7 @@ import time
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from benchmarks.contenders import parse_args, report, report_first
+from benchmarks.contenders import parse_args, peak_rss_mb, report, report_first
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     producer.flush()
     consumer.close()
     producer.close()
-    report(consumed=consumed, finished=time.monotonic())
+    report(consumed=consumed, finished=time.monotonic(), peak_rss_mb=peak_rss_mb())
 
 
 if __name__ == "__main__":

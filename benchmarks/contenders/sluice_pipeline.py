@@ -10,9 +10,9 @@ from __future__ import annotations
 import threading
 import time
 
+import sluice
+from benchmarks.contenders import parse_args, peak_rss_mb, report, report_first
 from sluice import App
-
-from benchmarks.contenders import parse_args, report, report_first
 
 
 def build(args) -> App:
@@ -46,7 +46,6 @@ def main() -> None:
         profiler.stop()
         with open(args.profile, "w") as f:
             f.write(profiler.output_text(unicode=True, color=False, show_all=False))
-        profiler.last_session.save(args.profile + ".pyisession")
     else:
         clean = app.run()
     stats = app.stats
@@ -57,6 +56,8 @@ def main() -> None:
         paused=stats.paused,
         clean=clean,
         finished=time.monotonic(),
+        peak_rss_mb=peak_rss_mb(),
+        sluice=sluice.__file__,
     )
 
 
