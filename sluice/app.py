@@ -24,6 +24,7 @@ from sluice.dataflow import Source, Stream
 from sluice.errors import ConfigError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy, coerce_policy
 from sluice.kafka.config import callable_option, settings_from_options
+from sluice.metrics import check_port
 from sluice.runtime.parallel import ORDERINGS
 from sluice.runtime.runner import Runner, RunStats, RuntimeOptions
 from sluice.serde import _check_format
@@ -62,6 +63,8 @@ class App:
         consumer_config: librdkafka consumer properties, passed through.
         producer_config: librdkafka producer properties, passed through.
         enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
+        metrics_port: serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port
+            while running (``0``: any free port; default ``None``: no server). See docs/operations.md.
         **options: seed-style names mapped to librdkafka: ``fetch_min_bytes``,
             ``fetch_max_wait_ms``, ``session_timeout_ms``, ``heartbeat_interval_ms``,
             ``max_poll_interval_ms``, ``max_partition_fetch_bytes``, ``fetch_max_bytes``,
@@ -101,6 +104,7 @@ class App:
         shutdown_timeout: str | float = "30s",
         concurrency: int = 1,
         ordering: Literal["key", "partition", "unordered"] = "key",
+        metrics_port: int | None = None,
         **options: Any,
     ) -> None:
         options.update(
@@ -138,6 +142,7 @@ class App:
         self.error_policy: ErrorPolicy = DEFAULT_POLICY
         self._runner: Runner | None = None
         self._stop_requested = threading.Event()
+        self.metrics_port = check_port(metrics_port)
 
     @property
     def group_id(self) -> str:
@@ -274,7 +279,14 @@ class App:
         if not any(s.root.children for s in self.sources):
             msg = f"app {self.name!r} has streams but no steps: add .map/.filter/.to/.sink before run()"
             raise ConfigError(msg)
-        runner = Runner(self.name, self.settings, self.sources, self.options, self.error_policy)
+        runner = Runner(
+            self.name,
+            self.settings,
+            self.sources,
+            self.options,
+            self.error_policy,
+            metrics_port=self.metrics_port,
+        )
         self._runner = runner
         if self._stop_requested.is_set():
             runner.stop()

@@ -18,7 +18,10 @@ from sluice import App, ConfigError, KafkaUnavailableError, TopicNotFoundError
         ({"consumer_config": {"enable.auto.commit": True}}, "enable_auto_commit=True is refused"),
         ({"group_idd": "g"}, "unknown App option 'group_idd' (did you mean 'group_id'?)"),
         ({"fetch_min_byte": 1}, "did you mean 'fetch_min_bytes'?"),
-        ({"auto_offset_reset": "beginning"}, "auto_offset_reset='beginning' must be one of 'earliest', 'latest'"),
+        (
+            {"auto_offset_reset": "beginning"},
+            "auto_offset_reset='beginning' must be one of 'earliest', 'latest'",
+        ),
         ({"max_poll_records": 0}, "max_poll_records=0 must be a positive integer"),
         ({"session_timeout_ms": "10s"}, "session_timeout_ms='10s' must be a positive integer"),
         ({"commit_interval": "soon"}, "commit_interval='soon' is not a duration"),
@@ -63,7 +66,10 @@ def test_seed_style_keywords_map_to_librdkafka():
         (lambda app: app.stream("events", value="xml"), "value='xml' is not a format"),
         (lambda app: app.stream("bad topic!"), "source topic 'bad topic!' is not a valid Kafka topic name"),
         (lambda app: app.stream("events").map("upper"), "map() needs a function, got str"),
-        (lambda app: app.stream("events").to("out", partitions=0), "partitions=0): must be a positive integer"),
+        (
+            lambda app: app.stream("events").to("out", partitions=0),
+            "partitions=0): must be a positive integer",
+        ),
         (lambda app: app.stream("events").to("out", value="yaml"), "value='yaml' is not a format"),
         (lambda app: (app.stream("events"), app.stream("events")), "already a stream of this app"),
         (lambda app: app.run(), "has no stream"),
@@ -108,7 +114,9 @@ def test_unreachable_brokers_are_a_clear_error():
     ],
 )
 def test_bad_cli_arguments_are_clear_errors(args, message, tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sluice", *args], capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "sluice", *args], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -6,7 +6,11 @@ import click
 
 from sluice._version import __version__
 from sluice.cli.dlq import dlq
+from sluice.cli.lag import lag
+from sluice.cli.produce import produce
 from sluice.cli.run import run
+from sluice.cli.tail import tail
+from sluice.cli.top import top
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +21,10 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(dlq)
+cli.add_command(lag)
+cli.add_command(tail)
+cli.add_command(produce)
+cli.add_command(top)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""``sluice run module:app [--workers N]``."""
+"""``sluice run module:app [--workers N] [--metrics-port P] [--log-format text|json] [--log-level L]``."""
 
 from __future__ import annotations
 
@@ -10,19 +10,11 @@ import sys
 import click
 
 from sluice.app import App
+from sluice.cli._logging import LOG_FORMATS, LOG_LEVELS, configure_logging
 from sluice.errors import SluiceError
 from sluice.runtime.supervisor import run_workers
 
 logger = logging.getLogger("sluice.cli")
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("sluice.kafka.librdkafka").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def load_app(target: str) -> App:
@@ -62,23 +54,45 @@ def load_app(target: str) -> App:
     help="Processes in the same consumer group (scale out; more machines = more processes).",
 )
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0, max=65535),
+    default=None,
+    help="Serve Prometheus /metrics, /healthz and /readyz on this port (0: any free port). "
+    "With --workers, this process serves all workers' metrics. Default: the App's metrics_port.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="text: one readable line per event; json: one JSON object per line (for log shippers).",
+)
+@click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
 )
-def run(target: str, workers: int, log_level: str) -> None:
+def run(target: str, workers: int, metrics_port: int | None, log_format: str, log_level: str) -> None:
     """Run the sluice App found at MODULE:APP (e.g. ``examples.clicks:app``).
 
     SIGTERM or SIGINT stops fetching, finishes the records in flight, flushes,
     commits their offsets and exits 0.
     """
-    configure_logging(log_level)
+    configure_logging(log_level, log_format.lower())
     if workers > 1:
-        load_app(target)  # fail fast, in the parent, on a bad target
-        args = ["run", target, "--workers", "1", "--log-level", log_level]
-        sys.exit(run_workers(args, workers))
+        app = load_app(target)  # fail fast, in the parent, on a bad target
+        port = metrics_port if metrics_port is not None else app.metrics_port
+        args = ["run", target, "--workers", "1", "--log-level", log_level, "--log-format", log_format]
+        try:
+            code = run_workers(args, workers, metrics_port=port)
+        except SluiceError as exc:
+            click.echo(f"sluice: error: {exc}", err=True)
+            sys.exit(1)
+        sys.exit(code)
     app = load_app(target)
+    if metrics_port is not None:
+        app.metrics_port = metrics_port
     try:
         clean = app.run()
     except SluiceError as exc:

@@ -52,6 +52,7 @@ APP_OPTIONS: tuple[str, ...] = (
     "shutdown_timeout",
     "concurrency",
     "ordering",
+    "metrics_port",
     *CONSUMER_KEYWORDS,
 )
 

@@ -26,6 +26,7 @@ from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
+from sluice.metrics._runtime import RuntimeMetrics, start_metrics
 from sluice.runtime.executor import Executor
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.parallel import ParallelDispatcher
@@ -86,6 +87,7 @@ class Runner:
         sources: list[Source],
         options: RuntimeOptions,
         policy: ErrorPolicy = DEFAULT_POLICY,
+        metrics_port: int | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -110,6 +112,8 @@ class Runner:
         self._dispatcher: ParallelDispatcher | None = None
         self._delayed: dict[TopicPartitionKey, float] = {}
         self.ready = threading.Event()
+        self.metrics_port = metrics_port
+        self.metrics: RuntimeMetrics | None = None
 
     # ------------------------------------------------------------------ setup
     def _prepare_topics(self) -> list[str]:
@@ -160,6 +164,7 @@ class Runner:
                 "logger": _librdkafka_logger,
                 "error_cb": self._on_client_error,
                 "on_commit": self._on_commit,
+                **(self.metrics.consumer_config() if self.metrics is not None else {}),
             }
         )
 
@@ -170,6 +175,14 @@ class Runner:
 
     def run(self) -> bool:
         """Run until stopped. Returns True when every processed record was committed."""
+        self.metrics = start_metrics(self, self.metrics_port)
+        try:
+            return self._run()
+        finally:
+            if self.metrics is not None:
+                self.metrics.close()
+
+    def _run(self) -> bool:
         topics = self._prepare_topics()
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
@@ -224,6 +237,7 @@ class Runner:
         assert consumer is not None and producer is not None
         max_records, poll_timeout = self._batch_shape()
         stats = self.stats
+        metrics = self.metrics
         next_commit = time.monotonic() + opts.commit_interval
         progress = _Progress(self, opts.progress_interval)
         while not self._stop.is_set():
@@ -235,6 +249,7 @@ class Runner:
                 if len(good) != len(msgs):
                     self._on_message_errors([m for m in msgs if m.error() is not None])
                 if good:
+                    started = time.perf_counter()
                     try:
                         if self._dispatcher is not None:
                             self._dispatch(executor, good)
@@ -246,6 +261,8 @@ class Runner:
                     stats.records_in += len(good)
                     stats.records_out = executor.produced
                     stats.batches += 1
+                    if metrics is not None:
+                        metrics.on_batch(good, started)
             producer.poll(0.05 if self._paused else 0)
             if self._delayed:
                 self._resume_due()
@@ -254,6 +271,8 @@ class Runner:
                 return
             self._backpressure()
             now = time.monotonic()
+            if metrics is not None:
+                metrics.last_loop = now
             if now >= next_commit:
                 self._commit(asynchronous=True)
                 next_commit = now + opts.commit_interval
@@ -424,6 +443,8 @@ class Runner:
                 logger.warning("%s: consumer error: %s", self.name, err.str())
 
     def _on_client_error(self, err: KafkaError) -> None:
+        if self.metrics is not None:
+            self.metrics.on_client_error(err)
         if err.fatal():
             self._fatal = SluiceError(f"fatal Kafka client error: {err.str()}")
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:

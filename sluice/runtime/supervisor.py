@@ -9,21 +9,33 @@ import subprocess
 import sys
 import time
 
+from sluice.metrics._aggregate import serve_worker_metrics
+
 __all__ = ["run_workers"]
 
 logger = logging.getLogger(__name__)
 
 
-def run_workers(cli_args: list[str], workers: int) -> int:
+def run_workers(cli_args: list[str], workers: int, metrics_port: int | None = None) -> int:
     """Start ``workers`` processes running ``sluice <cli_args>``; return the exit code.
 
     SIGTERM/SIGINT are forwarded to every worker (each then drains and commits). If a
     worker fails, the others are stopped gracefully and its exit code is returned.
+    With ``metrics_port``, this process serves the metrics, health and readiness of
+    all workers there (each worker serves its own on ``127.0.0.1``, port ``metrics_port+1+i``).
+
+    Raises:
+        ConfigError: ``metrics_port`` cannot be bound (before any worker starts).
     """
+    aggregator, ports = serve_worker_metrics(metrics_port, workers)
     procs: list[subprocess.Popen] = []
     for index in range(workers):
         env = {**os.environ, "SLUICE_WORKER_INDEX": str(index)}
-        procs.append(subprocess.Popen([sys.executable, "-m", "sluice", *cli_args], env=env))
+        args = list(cli_args)
+        if ports:
+            args += ["--metrics-port", str(ports[index])]
+            env["SLUICE_METRICS_HOST"] = "127.0.0.1"
+        procs.append(subprocess.Popen([sys.executable, "-m", "sluice", *args], env=env))
     logger.info("started %d workers: pids %s", workers, ", ".join(str(p.pid) for p in procs))
     stopping = False
 
@@ -48,4 +60,6 @@ def run_workers(cli_args: list[str], workers: int) -> int:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if aggregator is not None:
+            aggregator.close()
     return code or max((p.returncode or 0) for p in procs)
