@@ -145,6 +145,13 @@ class App:
         self.metrics_port = check_port(metrics_port)
 
     @property
+    def sinks(self) -> Any:
+        """The ``sluice.sinks`` module, so that ``clicks.sink(app.sinks.sqlite("clicks.db", table="clicks"))`` reads well."""
+        import sluice.sinks
+
+        return sluice.sinks
+
+    @property
     def group_id(self) -> str:
         """The consumer group of this app."""
         return self.settings.group_id

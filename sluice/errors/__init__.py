@@ -13,7 +13,11 @@ __all__ = [
     "DeliveryError",
     "DeserializationError",
     "KafkaUnavailableError",
+    "RecordError",
     "SerializationError",
+    "SinkError",
+    "SinkRowError",
+    "SinkUnavailableError",
     "SluiceError",
     "StepError",
     "TopicNotFoundError",
@@ -50,3 +54,19 @@ class StepError(SluiceError):
 
 class DeliveryError(SluiceError):
     """Kafka permanently refused an output record (after librdkafka's own retries)."""
+
+
+class RecordError(SluiceError, ValueError):
+    """A record that can never be processed as it is: retried without waiting, then dead-lettered."""
+
+
+class SinkError(SluiceError):
+    """A sink could not write a batch; the message names the sink, the table or file, and the cause."""
+
+
+class SinkRowError(SinkError, RecordError):
+    """A record does not fit its table or file: not a dict, no key, a value of the wrong type, an unknown field."""
+
+
+class SinkUnavailableError(SinkError):
+    """The database could not be reached for longer than the sink's ``retry_for``: the app stops, commits nothing past it."""

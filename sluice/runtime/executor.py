@@ -22,6 +22,7 @@ from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Record, StepFailed
+from sluice.errors import ConfigError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.async_bridge import AsyncBridge, is_async
@@ -354,6 +355,8 @@ class Executor:
         try:
             write([_row(r) for r in records])
             return records
+        except (SinkUnavailableError, ConfigError):
+            raise  # the sink itself is down or misconfigured: stop, commit nothing past this batch
         except Exception:  # noqa: BLE001 - isolate the failing rows
             pass
         out: list[Record] = []

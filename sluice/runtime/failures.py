@@ -22,7 +22,7 @@ from functools import partial
 from typing import Any
 
 from sluice.dataflow.steps import Record
-from sluice.errors import DeliveryError, DeserializationError, SluiceError, StepError
+from sluice.errors import DeliveryError, DeserializationError, RecordError, SluiceError, StepError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
@@ -136,7 +136,8 @@ class FailureRouter:
             for attempt in range(1, policy.retries + 1):
                 if not pending:
                     break
-                if backoff:
+                # a RecordError fails the same way every time: retry without waiting
+                if backoff and not all(isinstance(exc, RecordError) for _i, _r, exc in pending):
                     self._sleep(policy.delay(attempt))
                 still: list[IndexedFailure] = []
                 for index, record, _exc in pending:
