@@ -294,25 +294,40 @@ class Runner:
             self._to_commit.update(ready)
 
     def _commit(self, asynchronous: bool) -> None:
+        """Commit every assigned partition whose committable offset is not confirmed yet.
+
+        An offset stays pending until the broker confirms it (``_on_commit`` or the
+        synchronous result), so a commit refused during a rebalance is sent again at the
+        next interval even when no new record arrives.
+        """
         if not self._to_commit:
             return
         assert self._consumer is not None
+        committed = self.stats.committed
         offsets = [
-            TopicPartition(t, p, o) for (t, p), o in self._to_commit.items() if (t, p) in self._assigned
+            TopicPartition(t, p, o)
+            for (t, p), o in self._to_commit.items()
+            if (t, p) in self._assigned and committed.get((t, p), -1) < o
         ]
-        self._to_commit.clear()
         if not offsets:
             return
         try:
-            self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
+            result = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
-            # the next commit covers these offsets; a rebalance may redo the records (at-least-once)
+            # still pending: sent again at the next commit; a rebalance may redo the records (at-least-once)
             logger.warning("%s: commit failed: %s", self.name, exc.args[0].str() if exc.args else exc)
             return
         self.stats.commits += 1
-        if not asynchronous:
-            for tp in offsets:
-                self.stats.committed[(tp.topic, tp.partition)] = tp.offset
+        if not asynchronous and result:
+            for tp in result:
+                if tp.error is None:
+                    self._confirm(tp)
+
+    def _confirm(self, tp: TopicPartition) -> None:
+        key = (tp.topic, tp.partition)
+        self.stats.committed[key] = tp.offset
+        if self._to_commit.get(key, -1) <= tp.offset:
+            self._to_commit.pop(key, None)
 
     def _process(self, executor: Executor, msgs: list) -> None:
         """Run one consumed batch through the graph on this thread (concurrency=1)."""
@@ -458,7 +473,7 @@ class Runner:
             return
         for tp in partitions:
             if tp.error is None:
-                self.stats.committed[(tp.topic, tp.partition)] = tp.offset
+                self._confirm(tp)
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -482,6 +497,7 @@ class Runner:
         self._assigned -= revoked
         for tp in revoked:
             self._delayed.pop(tp, None)
+            self._to_commit.pop(tp, None)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}

@@ -40,7 +40,18 @@ def pipeline(kafka, topic_factory, tmp_path):
     def ids() -> list[int]:
         return [orjson.loads(r.value)["id"] for r in kafka.drain(out, idle=3, timeout=120)]
 
-    return {"src": src, "out": out, "group": group, "module": module, "outputs": outputs, "ids": ids}
+    def done() -> bool:
+        return sum(max(o, 0) for o in kafka.committed(group, src, 4).values()) >= N
+
+    return {
+        "src": src,
+        "out": out,
+        "group": group,
+        "module": module,
+        "outputs": outputs,
+        "ids": ids,
+        "done": done,
+    }
 
 
 def test_kill9_mid_stream_then_restart_loses_nothing(pipeline, tmp_path, capsys):
@@ -50,7 +61,7 @@ def test_kill9_mid_stream_then_restart_loses_nothing(pipeline, tmp_path, capsys)
     assert pipeline["outputs"]() < N, "the kill must land mid-stream"
 
     second = AppProcess(tmp_path, pipeline["module"])
-    wait_for(lambda: pipeline["outputs"]() >= N, 120, what="all outputs after restart")
+    wait_for(pipeline["done"], 120, what="every input committed (all outputs after restart)")
     assert second.terminate() == 0, second.log()
 
     ids = pipeline["ids"]()
@@ -69,7 +80,7 @@ def test_sigterm_then_restart_gives_no_duplicates(pipeline, tmp_path):
     assert pipeline["outputs"]() < N
 
     second = AppProcess(tmp_path, pipeline["module"])
-    wait_for(lambda: pipeline["outputs"]() >= N, 120, what="all outputs after restart")
+    wait_for(pipeline["done"], 120, what="every input committed (all outputs after restart)")
     assert second.terminate() == 0, second.log()
 
     ids = pipeline["ids"]()
@@ -82,7 +93,7 @@ def test_worker_joining_and_leaving_mid_stream_loses_nothing(pipeline, tmp_path,
     second = AppProcess(tmp_path, pipeline["module"], log_name="second.log")
     wait_for(lambda: "assigned" in second.log(), 60, what="the second worker to get partitions")
     assert first.terminate() == 0, first.log()
-    wait_for(lambda: pipeline["outputs"]() >= N, 120, what="all outputs after the first worker left")
+    wait_for(pipeline["done"], 120, what="every input committed (all outputs after the first worker left)")
     assert second.terminate() == 0, second.log()
 
     ids = pipeline["ids"]()
@@ -93,7 +104,7 @@ def test_worker_joining_and_leaving_mid_stream_loses_nothing(pipeline, tmp_path,
 
 def test_workers_option_runs_processes_in_one_group(pipeline, tmp_path):
     both = AppProcess(tmp_path, pipeline["module"], workers=2)
-    wait_for(lambda: pipeline["outputs"]() >= N, 120, what="all outputs with --workers 2")
+    wait_for(pipeline["done"], 120, what="every input committed (all outputs with --workers 2)")
     assert both.terminate() == 0, both.log()
     log = both.log()
     assert "started 2 workers" in log

@@ -216,7 +216,13 @@ def parallel_pipeline(kafka, topic_factory, tmp_path):
     write_app(
         tmp_path, "par_app", PARALLEL_APP.format(group=group, bootstrap=kafka.bootstrap, src=src, out=out)
     )
-    return {"n": n, "src": src, "out": out, "outputs": lambda: sum(kafka.end_offsets(out, 4).values())}
+    return {
+        "n": n,
+        "src": src,
+        "out": out,
+        "outputs": lambda: sum(kafka.end_offsets(out, 4).values()),
+        "done": lambda: sum(max(o, 0) for o in kafka.committed(group, src, 4).values()) >= n,
+    }
 
 
 def test_kill9_with_hundreds_in_flight_loses_nothing(kafka, parallel_pipeline, tmp_path, capsys):
@@ -226,7 +232,7 @@ def test_kill9_with_hundreds_in_flight_loses_nothing(kafka, parallel_pipeline, t
     first.kill9()
     assert parallel_pipeline["outputs"]() < n
     second = AppProcess(tmp_path, "par_app")
-    wait_for(lambda: parallel_pipeline["outputs"]() >= n, 120, what="all outputs after restart")
+    wait_for(parallel_pipeline["done"], 120, what="every input committed (all outputs after restart)")
     assert second.terminate() == 0, second.log()
     ids = [orjson.loads(r.value)["id"] for r in kafka.drain(out, idle=3, timeout=120)]
     assert set(ids) == set(range(n))
@@ -242,7 +248,7 @@ def test_rebalance_with_work_in_flight_loses_nothing_and_keeps_key_order(kafka, 
     wait_for(lambda: "assigned" in second.log(), 60, what="the second worker's assignment")
     wait_for(lambda: parallel_pipeline["outputs"]() >= n // 2, 90, what="half of the outputs")
     assert first.terminate() == 0, first.log()
-    wait_for(lambda: parallel_pipeline["outputs"]() >= n, 120, what="all outputs")
+    wait_for(parallel_pipeline["done"], 120, what="every input committed (all outputs)")
     assert second.terminate() == 0, second.log()
     outputs = kafka.drain(out, idle=3, timeout=120)
     assert {orjson.loads(r.value)["id"] for r in outputs} == set(range(n))
