@@ -45,12 +45,16 @@ postgres-down:
 demo: broker-up
 	$(PY) -m examples.demo
 
-# The whole suite against a real broker; brokers are stopped even when tests fail.
+# The benchmark harness smoke run, then the whole suite against a real broker;
+# brokers and PostgreSQL are stopped even when tests fail. pytest exit 5 (no tests) fails too.
 test: setup jars
 	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
+	$(PY) -m benchmarks.stateless --records 20000 --timeout 60 --no-save; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; exit $$rc
+	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; \
+	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
+	[ $$rc -eq 0 ] && [ $$bench -eq 0 ]
 
 lint:
 	$(VENV)/bin/ruff check .
