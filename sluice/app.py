@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Literal
 
+from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
 from sluice.dataflow import Source, Stream
@@ -117,14 +118,8 @@ class App:
         )
         self.name = name
         self.settings = settings_from_options(name, brokers, options)
-        if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight <= 0:
-            msg = f"max_in_flight={max_in_flight!r} must be a positive integer"
-            raise ConfigError(msg)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            msg = (
-                f"concurrency={concurrency!r} must be an integer >= 1 (records processed at once per process)"
-            )
-            raise ConfigError(msg)
+        positive_int(max_in_flight, "max_in_flight")
+        positive_int(concurrency, "concurrency", " (records processed at once per process)")
         if ordering not in ORDERINGS:
             msg = f"ordering={ordering!r} must be one of {', '.join(map(repr, ORDERINGS))}"
             raise ConfigError(msg)

@@ -68,7 +68,7 @@ def test_seed_style_keywords_map_to_librdkafka():
         (lambda app: app.stream("events").map("upper"), "map() needs a function, got str"),
         (
             lambda app: app.stream("events").to("out", partitions=0),
-            "partitions=0): must be a positive integer",
+            "partitions=0 must be a positive integer",
         ),
         (lambda app: app.stream("events").to("out", value="yaml"), "value='yaml' is not a format"),
         (lambda app: (app.stream("events"), app.stream("events")), "already a stream of this app"),

@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from sluice._names import check_topic_name, suggest
+from sluice.cli._common import brokers_option, timeout_option
 from sluice.errors import DeliveryError, KafkaUnavailableError, SluiceError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
@@ -690,31 +691,6 @@ def _topic_name(_ctx: click.Context, param: click.Parameter, value: str | None) 
         raise click.BadParameter(str(exc).strip(), param=param) from None
 
 
-def _brokers(_ctx: click.Context, param: click.Parameter, value: str) -> str:
-    if not value or not value.strip():
-        msg = "must be 'host:port[,host:port...]'"
-        raise click.BadParameter(msg, param=param)
-    return value.strip()
-
-
-_brokers_option = click.option(
-    "--brokers",
-    "-b",
-    envvar="SLUICE_BROKERS",
-    default=DEFAULT_BROKERS,
-    show_default=f"$SLUICE_BROKERS or {DEFAULT_BROKERS}",
-    callback=_brokers,
-    help="Kafka bootstrap servers.",
-)
-_timeout_option = click.option(
-    "--timeout",
-    type=click.FloatRange(min=0.1),
-    default=15.0,
-    show_default=True,
-    help="Seconds to wait for the brokers.",
-)
-
-
 def _console() -> Console:
     # piped output is not cut at 80 columns
     wide = sys.stdout.isatty() or "COLUMNS" in os.environ
@@ -745,8 +721,8 @@ def dlq() -> None:
 
 @dlq.command("inspect")
 @click.argument("topic", callback=_topic_name)
-@_brokers_option
-@_timeout_option
+@brokers_option
+@timeout_option
 def inspect_command(topic: str, brokers: str, timeout: float) -> None:
     """Count the dead letters of TOPIC by source topic, stage and exception.
 
@@ -777,8 +753,8 @@ def inspect_command(topic: str, brokers: str, timeout: float) -> None:
 @click.option(
     "--from-beginning", is_flag=True, help="Replay every dead letter, ignoring what earlier replays did."
 )
-@_brokers_option
-@_timeout_option
+@brokers_option
+@timeout_option
 def replay_command(
     topic: str,
     to: str | None,

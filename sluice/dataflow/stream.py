@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
 from sluice.dataflow.frames import FrameKind
@@ -193,9 +194,7 @@ class Stream:
         """
         self._check_fn(fn, "map_batch")
         FrameKind.of(frame)
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows <= 0:
-            msg = f"map_batch(max_rows={max_rows!r}): must be a positive integer"
-            raise ConfigError(msg)
+        positive_int(max_rows, "map_batch: max_rows")
         wait = parse_duration(max_wait, "max_wait")
         if key is not None and not isinstance(key, str):
             msg = f"map_batch(key={key!r}): must be a column name"
@@ -254,9 +253,8 @@ class Stream:
         if value is not None:
             _check_format(value, "value")
         for count, what in ((partitions, "partitions"), (replication, "replication")):
-            if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-                msg = f"to({topic!r}, {what}={count!r}): must be a positive integer"
-                raise ConfigError(msg)
+            if count is not None:
+                positive_int(count, f"to({topic!r}): {what}")
         keyed = self._keyed()
         policy = coerce_policy(on_error, "to")
         return self._add(

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sluice._checks import positive_int
 from sluice._names import suggest
 from sluice.errors import ConfigError
 
@@ -171,7 +172,7 @@ def settings_from_options(name: str, brokers: str | None, options: Mapping[str, 
         raise ConfigError(msg)
 
     max_poll = options.get("max_poll_records", 1000)
-    _positive_int(max_poll, "max_poll_records")
+    positive_int(max_poll, "max_poll_records")
 
     consumer = _check_raw(options.get("consumer_config"), "consumer_config")
     producer = _check_raw(options.get("producer_config"), "producer_config")
@@ -179,7 +180,7 @@ def settings_from_options(name: str, brokers: str | None, options: Mapping[str, 
         value = options.get(keyword)
         if value is not None:
             if keyword != "isolation_level":
-                _positive_int(value, keyword)
+                positive_int(value, keyword)
             consumer.setdefault(prop, value)
 
     group_id = options.get("group_id") or name
@@ -194,13 +195,6 @@ def settings_from_options(name: str, brokers: str | None, options: Mapping[str, 
         consumer_overrides=consumer,
         producer_overrides=producer,
     )
-
-
-def _positive_int(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        msg = f"{name}={value!r} must be a positive integer"
-        raise ConfigError(msg)
-    return value
 
 
 def callable_option(value: Any, name: str) -> Callable[..., Any] | None:

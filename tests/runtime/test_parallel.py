@@ -187,7 +187,7 @@ def test_stalled_handler_keeps_in_flight_at_cap_and_consumer_in_group(kafka, top
 
 
 def test_bad_concurrency_options_are_clear_errors():
-    with pytest.raises(ConfigError, match="concurrency=0 must be an integer >= 1"):
+    with pytest.raises(ConfigError, match="concurrency=0 must be a positive integer"):
         App("x", concurrency=0)
     with pytest.raises(ConfigError, match="ordering='by-key' must be one of 'key', 'partition', 'unordered'"):
         App("x", ordering="by-key")
