@@ -48,11 +48,20 @@ PARTITIONS = 4
 CONTENDERS = {
     "sluice": Contender("sluice", "benchmarks.contenders.sluice_pipeline", "sluice (filter+map+to)"),
     "hand": Contender("hand", "benchmarks.contenders.hand_loop", "hand-written confluent-kafka loop"),
+    "sluice-map-batch": Contender(
+        "sluice-map-batch", "benchmarks.contenders.sluice_map_batch", "sluice map_batch (polars, columnar)"
+    ),
     "kafka-python": Contender(
         "kafka-python", "benchmarks.contenders.kafka_python_loop", "seed article kafka-python loop"
     ),
 }
-GOALS = {"sluice/hand": 0.8, "sluice/kafka-python": 10.0, "sluice peak RSS MB": 300.0}
+GOALS = {
+    "sluice/hand": 0.8,
+    "sluice/kafka-python": 10.0,
+    "sluice peak RSS MB": 300.0,
+    "sluice-map-batch/sluice": 3.0,
+    "sluice-map-batch/hand": 1.5,
+}
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -124,6 +133,13 @@ def summarize(results: list[Result], names: list[str]) -> dict:
             summary["ratios"][f"sluice/{other}"] = round(s.msg_per_s / o.msg_per_s, 3)
             ms, mo = (summary["contenders"][n]["median_msg_per_s"] for n in ("sluice", other))
             summary["ratios_of_medians"][f"sluice/{other}"] = round(ms / mo, 3)
+    m = best.get("sluice-map-batch")
+    for other in ("sluice", "hand"):
+        o = best.get(other)
+        if m and o:
+            summary["ratios"][f"sluice-map-batch/{other}"] = round(m.msg_per_s / o.msg_per_s, 3)
+            mm, mo = (summary["contenders"][n]["median_msg_per_s"] for n in ("sluice-map-batch", other))
+            summary["ratios_of_medians"][f"sluice-map-batch/{other}"] = round(mm / mo, 3)
     for goal, bound in GOALS.items():
         if goal in summary["ratios"]:
             value = summary["ratios"][goal]
@@ -174,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="runs of each contender (order rotates)")
     parser.add_argument(
         "--contenders",
-        default="sluice,hand,kafka-python",
+        default="sluice,hand,kafka-python,sluice-map-batch",
         help="comma-separated subset of: " + ", ".join(CONTENDERS),
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per contender run")

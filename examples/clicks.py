@@ -12,7 +12,8 @@ it is::
     sluice run examples.clicks:app
 
 Topic names come from ``DEMO_EVENTS`` / ``DEMO_CLICKS`` / ``DEMO_DLQ`` (default
-``events`` / ``clicks`` / ``events.dlq``). Malformed events and clicks the map cannot
+``events`` / ``clicks`` / ``events.dlq``); clicks are also upserted into the SQLite
+table ``clicks`` of ``DEMO_DB`` (default ``clicks.db``). Malformed events and clicks the map cannot
 handle are retried, then written to the dead-letter topic with their context; the
 stream goes on and nothing is lost.
 """
@@ -21,11 +22,12 @@ from __future__ import annotations
 
 import os
 
-from sluice import App
+from sluice import App, sinks
 
 EVENTS = os.environ.get("DEMO_EVENTS", "events")
 CLICKS = os.environ.get("DEMO_CLICKS", "clicks")
 DLQ = os.environ.get("DEMO_DLQ", f"{EVENTS}.dlq")
+DB = os.environ.get("DEMO_DB", "clicks.db")
 
 app = App(os.environ.get("DEMO_APP", "clicks"), brokers=os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092"))
 
@@ -33,4 +35,6 @@ app.on_error(retries=2, backoff="5ms..50ms", dead_letter=DLQ)
 
 events = app.stream(EVENTS, value="json")
 clicks = events.filter(lambda e: e["type"] == "click")
-clicks.map(lambda e: {"id": e["id"], "user": e["user"], "page": e["page"], "ts": e["ts"]}).to(CLICKS)
+rows = clicks.map(lambda e: {"id": e["id"], "user": e["user"], "page": e["page"], "ts": e["ts"]})
+rows.to(CLICKS)
+rows.sink(sinks.sqlite(DB, table="clicks", key="id"))  # process_click "writes to the database"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ BROKERS = os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092")
 COUNT = int(os.environ.get("DEMO_EVENTS_COUNT", "200000"))
 PARTITIONS = 4
 ROOT = Path(__file__).resolve().parent.parent
+DB = ROOT / "demo-clicks.db"
 
 
 def committed_lag(group: str, topic: str) -> tuple[int, int]:
@@ -49,6 +51,8 @@ def count_records(topic: str) -> int:
 
 def main() -> int:
     run = uuid.uuid4().hex[:6]
+    for leftover in (DB, Path(f"{DB}-wal"), Path(f"{DB}-shm")):
+        leftover.unlink(missing_ok=True)
     events, clicks, group = f"events-{run}", f"clicks-{run}", f"clicks-demo-{run}"
     admin = AdminClient({"bootstrap.servers": BROKERS})
     admin.create_topics([NewTopic(events, PARTITIONS, 1)])[events].result(30)
@@ -65,6 +69,7 @@ def main() -> int:
         "DEMO_CLICKS": clicks,
         "DEMO_APP": group,
         "DEMO_DLQ": f"{events}.dlq",
+        "DEMO_DB": str(DB),
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.Popen([sys.executable, "-m", "sluice", "run", "examples.clicks:app"], env=env, cwd=ROOT)
@@ -96,9 +101,15 @@ def main() -> int:
     print(f"   committed        {done:>10,}   final lag {lag}")
     print(f"   wall time        {elapsed:>10.1f}s  (includes joining the group) = {COUNT / elapsed:,.0f} events/s")
     print(f"   app exit code    {code:>10}   (SIGTERM: drained, committed, exited)")
+    with sqlite3.connect(DB) as db:
+        rows = db.execute("SELECT count(*) FROM clicks").fetchone()[0]
+        top = db.execute("SELECT page, count(*) AS n FROM clicks GROUP BY page ORDER BY n DESC LIMIT 5").fetchall()
+    print(f"   SQLite rows      {rows:>10,}   (table clicks in {DB.name}, upserted by id)")
+    print("   top pages:", ", ".join(f"{page} ({n:,})" for page, n in top))
     print(f"4. sluice dlq inspect {events}.dlq")
     subprocess.run([sys.executable, "-m", "sluice", "dlq", "inspect", f"{events}.dlq", "--brokers", BROKERS], check=False)
     ok = code == 0 and lag == 0 and outputs + dead >= produced["click"] + produced["malformed"] and dead > 0
+    ok = ok and rows == outputs
     print("   OK: every event processed, nothing lost" if ok else "   FAILED", file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
 
