@@ -35,7 +35,7 @@ cluster-up: setup jars
 cluster-down:
 	@test -x $(PY) && $(KAFKACTL) cluster-down || true
 
-# A throwaway PostgreSQL on 127.0.0.1:55432 (installed from Debian packages when missing; data in .postgres/)
+# A throwaway PostgreSQL on 127.0.0.1:25432 (installed from Debian packages when missing; data in .postgres/)
 postgres-up:
 	$(PGCTL) up
 

@@ -39,7 +39,7 @@ from sluice.dataflow.sinks import SinkRow
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-DEFAULT_DSN = "postgresql://postgres@127.0.0.1:55432/postgres"
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:25432/postgres"
 COLUMNS = ("id", "page", "user", "ts", "score")
 UPSERT = (
     'INSERT INTO {table} (id, page, "user", ts, score) VALUES ({marks}) '

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import contextlib
 import os
 import shutil
 import signal
@@ -269,11 +268,11 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # a zombie child (killed by us, not yet reaped) still answers kill(0)
-    with contextlib.suppress(FileNotFoundError):
+    try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
+    except OSError:  # reaped between the two checks (ENOENT, or ESRCH while reading)
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _port_open(port: int) -> bool:

@@ -8,7 +8,7 @@ Standard library only.
   root, with apt-get), creates a fresh data directory under ``.postgres/`` (or
   ``SLUICE_PG_HOME``; in the temporary directory when the repository sits where the
   ``postgres`` user cannot reach it) (trust
-  authentication: for local tests only), starts the server on ``127.0.0.1:55432``
+  authentication: for local tests only), starts the server on ``127.0.0.1:25432``
   (``SLUICE_PG_PORT``), waits until it accepts connections and prints its DSN. A
   server already started by this script is reused.
 - ``stop`` / ``start``: stop the server (fast shutdown) keeping its data / start it
@@ -43,7 +43,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 HOST = "127.0.0.1"
-PORT = int(os.environ.get("SLUICE_PG_PORT", "55432"))
+# below the ephemeral port range (32768-60999), where a client socket could hold it
+PORT = int(os.environ.get("SLUICE_PG_PORT", "25432"))
 USER = "postgres"
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -146,12 +147,14 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     # a zombie child (stopped by us, not yet reaped) still answers kill(0)
-    with contextlib.suppress(FileNotFoundError):
+    try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-            return False
+    except OSError:  # reaped between the two checks (ENOENT, or ESRCH while reading)
+        return False
+    if stat.rsplit(")", 1)[1].split()[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
     return True
 
 
