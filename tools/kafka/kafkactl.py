@@ -134,7 +134,11 @@ def _java() -> str:
 
 
 def _kafka_uuid() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # like Kafka's Uuid.randomUuid: never start with "-", which a command line takes for an option
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _common_config(node: Node) -> dict[str, str]:
