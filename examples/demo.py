@@ -44,7 +44,9 @@ def count_records(topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": f"demo-count-{uuid.uuid4().hex[:6]}"})
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]
-        return sum(consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions)
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions
+        )
     finally:
         consumer.close()
 
@@ -57,7 +59,9 @@ def main() -> int:
     admin = AdminClient({"bootstrap.servers": BROKERS})
     admin.create_topics([NewTopic(events, PARTITIONS, 1)])[events].result(30)
 
-    print(f"1. producing {COUNT:,} synthetic events (clicks, views, purchases; some malformed) to {events} ...")
+    print(
+        f"1. producing {COUNT:,} synthetic events (clicks, views, purchases; some malformed) to {events} ..."
+    )
     t0 = time.perf_counter()
     produced = produce_events(BROKERS, events, COUNT, malformed_every=997, broken_every=1499)
     print(f"   {COUNT:,} acknowledged in {time.perf_counter() - t0:.1f}s: {dict(produced)}")
@@ -95,22 +99,33 @@ def main() -> int:
     dead = count_records(f"{events}.dlq")
     bad_clicks = produced["no-page"]
     print("3. summary")
-    print(f"   input events     {COUNT:>10,}   ({produced['malformed']:,} malformed, {bad_clicks:,} without a page)")
+    print(
+        f"   input events     {COUNT:>10,}   ({produced['malformed']:,} malformed, {bad_clicks:,} without a page)"
+    )
     print(f"   click outputs    {outputs:>10,}")
     print(f"   dead letters     {dead:>10,}   (malformed JSON + clicks the app could not process)")
     print(f"   committed        {done:>10,}   final lag {lag}")
-    print(f"   wall time        {elapsed:>10.1f}s  (includes joining the group) = {COUNT / elapsed:,.0f} events/s")
+    print(
+        f"   wall time        {elapsed:>10.1f}s  (includes joining the group) = {COUNT / elapsed:,.0f} events/s"
+    )
     print(f"   app exit code    {code:>10}   (SIGTERM: drained, committed, exited)")
     with sqlite3.connect(DB) as db:
         rows = db.execute("SELECT count(*) FROM clicks").fetchone()[0]
-        top = db.execute("SELECT page, count(*) AS n FROM clicks GROUP BY page ORDER BY n DESC LIMIT 5").fetchall()
+        top = db.execute(
+            "SELECT page, count(*) AS n FROM clicks GROUP BY page ORDER BY n DESC LIMIT 5"
+        ).fetchall()
     print(f"   SQLite rows      {rows:>10,}   (table clicks in {DB.name}, upserted by id)")
     print("   top pages:", ", ".join(f"{page} ({n:,})" for page, n in top))
     print(f"4. sluice dlq inspect {events}.dlq")
-    subprocess.run([sys.executable, "-m", "sluice", "dlq", "inspect", f"{events}.dlq", "--brokers", BROKERS], check=False)
+    subprocess.run(
+        [sys.executable, "-m", "sluice", "dlq", "inspect", f"{events}.dlq", "--brokers", BROKERS], check=False
+    )
     ok = code == 0 and lag == 0 and outputs + dead >= produced["click"] + produced["malformed"] and dead > 0
     ok = ok and rows == outputs
-    print("   OK: every event processed, nothing lost" if ok else "   FAILED", file=sys.stdout if ok else sys.stderr)
+    print(
+        "   OK: every event processed, nothing lost" if ok else "   FAILED",
+        file=sys.stdout if ok else sys.stderr,
+    )
     return 0 if ok else 1
 
 
