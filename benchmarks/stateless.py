@@ -126,20 +126,13 @@ def summarize(results: list[Result], names: list[str]) -> dict:
             "all_ok": all(r.ok for r in rs),
         }
     summary["ratios_of_medians"] = {}
-    s = best.get("sluice")
-    for other in ("hand", "kafka-python"):
-        o = best.get(other)
-        if s and o:
-            summary["ratios"][f"sluice/{other}"] = round(s.msg_per_s / o.msg_per_s, 3)
-            ms, mo = (summary["contenders"][n]["median_msg_per_s"] for n in ("sluice", other))
-            summary["ratios_of_medians"][f"sluice/{other}"] = round(ms / mo, 3)
-    m = best.get("sluice-map-batch")
-    for other in ("sluice", "hand"):
-        o = best.get(other)
-        if m and o:
-            summary["ratios"][f"sluice-map-batch/{other}"] = round(m.msg_per_s / o.msg_per_s, 3)
-            mm, mo = (summary["contenders"][n]["median_msg_per_s"] for n in ("sluice-map-batch", other))
-            summary["ratios_of_medians"][f"sluice-map-batch/{other}"] = round(mm / mo, 3)
+    for mine, others in (("sluice", ("hand", "kafka-python")), ("sluice-map-batch", ("sluice", "hand"))):
+        for other in others:
+            m, o = best.get(mine), best.get(other)
+            if m and o:
+                summary["ratios"][f"{mine}/{other}"] = round(m.msg_per_s / o.msg_per_s, 3)
+                mm, mo = (summary["contenders"][n]["median_msg_per_s"] for n in (mine, other))
+                summary["ratios_of_medians"][f"{mine}/{other}"] = round(mm / mo, 3)
     for goal, bound in GOALS.items():
         if goal in summary["ratios"]:
             value = summary["ratios"][goal]

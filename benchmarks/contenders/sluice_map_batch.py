@@ -7,14 +7,9 @@ stopping as in ``sluice_pipeline``.
 
 from __future__ import annotations
 
-import threading
-import time
-
 import polars as pl
 
-import sluice
-from benchmarks.contenders import parse_args, peak_rss_mb, report
-from benchmarks.contenders.sluice_pipeline import watch
+from benchmarks.contenders.sluice_pipeline import run
 from sluice import App
 
 
@@ -29,21 +24,7 @@ def build(args) -> App:
 
 
 def main() -> None:
-    args = parse_args(__doc__)
-    app = build(args)
-    threading.Thread(target=watch, args=(app, args.records), daemon=True).start()
-    clean = app.run()
-    stats = app.stats
-    report(
-        consumed=stats.records_in,
-        batches=stats.batches,
-        commits=stats.commits,
-        paused=stats.paused,
-        clean=clean,
-        finished=time.monotonic(),
-        peak_rss_mb=peak_rss_mb(),
-        sluice=sluice.__file__,
-    )
+    run(build, __doc__)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import sluice
 from benchmarks.contenders import parse_args, peak_rss_mb, report, report_first
@@ -33,9 +35,10 @@ def watch(app: App, records: int) -> None:
     app.stop()
 
 
-def main() -> None:
-    args = parse_args(__doc__)
-    app = build(args)
+def run(build_app: Callable[[Any], App], doc: str) -> None:
+    """Run the app ``build_app`` makes until ``--records`` were consumed, then report (shared by contenders)."""
+    args = parse_args(doc)
+    app = build_app(args)
     threading.Thread(target=watch, args=(app, args.records), daemon=True).start()
     if args.profile:
         from pyinstrument import Profiler
@@ -59,6 +62,10 @@ def main() -> None:
         peak_rss_mb=peak_rss_mb(),
         sluice=sluice.__file__,
     )
+
+
+def main() -> None:
+    run(build, __doc__)
 
 
 if __name__ == "__main__":

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import sys
 import time
 import uuid
 from collections import Counter
@@ -37,9 +35,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from sluice._names import check_topic_name, suggest
-from sluice.cli._common import brokers_option, timeout_option
-from sluice.errors import DeliveryError, KafkaUnavailableError, SluiceError, TopicNotFoundError
+from sluice._names import suggest
+from sluice.cli._common import (
+    brokers_option,
+    console,
+    errors_as_one_line,
+    timeout_option,
+    topic_name_callback,
+)
+from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
 
@@ -682,45 +686,13 @@ def _render_replay(report: ReplayReport, console: Console, where_exception: tupl
 # ---------------------------------------------------------------------- click
 
 
-def _topic_name(_ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return check_topic_name(value, "")
-    except ValueError as exc:  # ConfigError
-        raise click.BadParameter(str(exc).strip(), param=param) from None
-
-
-def _console() -> Console:
-    # piped output is not cut at 80 columns
-    wide = sys.stdout.isatty() or "COLUMNS" in os.environ
-    return Console(highlight=False, width=None if wide else 200)
-
-
-@contextlib.contextmanager
-def _errors_as_one_line() -> Iterator[None]:
-    # librdkafka's own retry chatter is noise here: what failed is reported once, as one line
-    level = _librdkafka_logger.level
-    _librdkafka_logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    except SluiceError as exc:
-        click.echo(f"sluice: error: {exc}", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("sluice: interrupted", err=True)
-        sys.exit(130)
-    finally:
-        _librdkafka_logger.setLevel(level)
-
-
 @click.group()
 def dlq() -> None:
     """Inspect and replay dead-letter topics."""
 
 
 @dlq.command("inspect")
-@click.argument("topic", callback=_topic_name)
+@click.argument("topic", callback=topic_name_callback)
 @brokers_option
 @timeout_option
 def inspect_command(topic: str, brokers: str, timeout: float) -> None:
@@ -728,18 +700,18 @@ def inspect_command(topic: str, brokers: str, timeout: float) -> None:
 
     Reads TOPIC from the beginning up to its end offsets at start; commits nothing.
     """
-    with _errors_as_one_line():
+    with errors_as_one_line():
         report = inspect_dead_letters(topic, brokers, timeout)
-    _render_inspect(report, _console())
+    _render_inspect(report, console())
 
 
 @dlq.command("replay")
-@click.argument("topic", callback=_topic_name)
+@click.argument("topic", callback=topic_name_callback)
 @click.option(
     "--to",
     "to",
     metavar="TOPIC",
-    callback=_topic_name,
+    callback=topic_name_callback,
     help="Re-publish everything to this existing topic instead of each record's source topic.",
 )
 @click.option(
@@ -776,8 +748,8 @@ def replay_command(
     if to is not None and to == topic:
         msg = f"--to {to} is the dead-letter topic itself"
         raise click.BadParameter(msg, param_hint="--to")
-    console = _console()
-    with _errors_as_one_line():
+    out = console()
+    with errors_as_one_line():
         report = replay_dead_letters(
             topic,
             brokers,
@@ -795,7 +767,7 @@ def replay_command(
                 "--to TOPIC replays them as they are",
                 err=True,
             )
-        _render_replay(report, console, where_exception)
+        _render_replay(report, out, where_exception)
         if report.missing:
             names = ", ".join(repr(t) for t in sorted(report.missing))
             which = "topic" if len(report.missing) == 1 else "topics"
