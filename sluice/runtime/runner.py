@@ -18,10 +18,11 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sluice.dataflow import MapBatch, Source, Stream, To
+from sluice.dataflow import MapBatch, Source, Step, Stream, To
 from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
@@ -36,6 +37,7 @@ from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 
 logger = logging.getLogger(__name__)
+_S = TypeVar("_S", bound=Step)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
 
 
@@ -100,7 +102,7 @@ class Runner:
         self._assigned: set[TopicPartitionKey] = set()
         self._paused = False
         self._to_commit: dict[TopicPartitionKey, int] = {}
-        self._fatal: BaseException | None = None
+        self._fatal: SluiceError | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin = TopicAdmin(settings.admin_config())
@@ -124,7 +126,7 @@ class Runner:
         for source in self.sources:
             partitions = max(infos[t].partitions for t in source.topics)
             replication = max(infos[t].replication for t in source.topics)
-            for step in _to_steps(source.root):
+            for step in _steps_below(source.root, To):
                 admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
         levels = max((len(p.retry_topics) for p in self._policies()), default=0)
         if levels:
@@ -142,12 +144,7 @@ class Runner:
         for source in self.sources:
             if source.on_error is not None:
                 policies.append(source.on_error)
-            stack = list(source.root.children)
-            while stack:
-                node = stack.pop()
-                if node.step is not None and node.step.on_error is not None:
-                    policies.append(node.step.on_error)
-                stack.extend(node.children)
+            policies.extend(s.on_error for s in _steps_below(source.root, Step) if s.on_error is not None)
         return policies
 
     def _make_clients(self) -> None:
@@ -218,13 +215,10 @@ class Runner:
     def _batch_shape(self) -> tuple[int, float]:
         """Records per consume and its timeout: map_batch steps ask for bigger, timelier batches."""
         max_records, timeout = self.settings.max_poll_records, self.options.poll_timeout
-        stack = [child for source in self.sources for child in source.root.children]
-        while stack:
-            node = stack.pop()
-            if isinstance(node.step, MapBatch):
-                max_records = max(max_records, node.step.max_rows)
-                timeout = min(timeout, node.step.max_wait)
-            stack.extend(node.children)
+        for source in self.sources:
+            for step in _steps_below(source.root, MapBatch):
+                max_records = max(max_records, step.max_rows)
+                timeout = min(timeout, step.max_wait)
         return max_records, timeout
 
     def _topic_shape(self, topic: str) -> tuple[int, int]:
@@ -552,9 +546,9 @@ class Runner:
                     self.options.shutdown_timeout,
                 )
         if consumer is not None:
-            if self._fatal is None or isinstance(self._fatal, SluiceError):
-                self._collect()
-                self._commit(asynchronous=False)
+            # what is complete is committed even after a fatal error: the failed batch never is
+            self._collect()
+            self._commit(asynchronous=False)
             try:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
@@ -619,12 +613,13 @@ def _lag(runner: Runner) -> str:
         return "?"
 
 
-def _to_steps(stream: Stream) -> list[To]:
-    out: list[To] = []
+def _steps_below(stream: Stream, kind: type[_S]) -> list[_S]:
+    """The steps of type ``kind`` in the graph below ``stream``, depth first."""
+    out: list[_S] = []
     for child in stream.children:
-        if isinstance(child.step, To):
+        if isinstance(child.step, kind):
             out.append(child.step)
-        out.extend(_to_steps(child))
+        out.extend(_steps_below(child, kind))
     return out
 
 
