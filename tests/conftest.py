@@ -21,6 +21,8 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from sluice.kafka.admin import TopicAdmin
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -180,14 +182,8 @@ class KafkaHelper:
         return {tp.partition: tp.offset for tp in tps}
 
     def end_offsets(self, topic: str, partitions: int = 1) -> dict[int, int]:
-        consumer = self.consumer()
-        try:
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in range(partitions)
-            }
-        finally:
-            consumer.close()
+        bounds = TopicAdmin({"bootstrap.servers": self.bootstrap}, timeout=10).watermarks(topic, partitions)
+        return {p: high for p, (_low, high) in bounds.items()}
 
     def cleanup(self) -> None:
         if self.created:

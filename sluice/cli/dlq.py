@@ -158,19 +158,6 @@ class _Range:
     end: int
 
 
-def _bounds(kafka: _Kafka, consumer: Consumer, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
-    """(low, high) watermark of every partition: the snapshot ends at ``high``."""
-    bounds: dict[int, tuple[int, int]] = {}
-    for p in range(partitions):
-        try:
-            bounds[p] = consumer.get_watermark_offsets(
-                TopicPartition(topic, p), timeout=kafka.timeout, cached=False
-            )
-        except KafkaException as exc:
-            raise kafka.kafka_error(f"reading the end offsets of {topic!r}", exc) from exc
-    return bounds
-
-
 def _read_snapshot(
     kafka: _Kafka, consumer: Consumer, topic: str, ranges: dict[int, _Range]
 ) -> Iterator[Message]:
@@ -295,7 +282,7 @@ def inspect_dead_letters(topic: str, brokers: str, timeout: float = 15.0) -> Ins
     )
     report = InspectReport(topic, info.partitions)
     with kafka.consumer(f"sluice-dlq-inspect-{uuid.uuid4().hex[:12]}") as consumer:
-        bounds = _bounds(kafka, consumer, topic, info.partitions)
+        bounds = kafka.admin.watermarks(topic, info.partitions)
         ranges = {p: _Range(low, high) for p, (low, high) in bounds.items()}
         for msg in _read_snapshot(kafka, consumer, topic, ranges):
             report.add(msg.headers())
@@ -587,7 +574,7 @@ def replay_dead_letters(
     report = ReplayReport(topic, group, dry_run)
     replay = _Replay(kafka, report, to, where_exception)
     with kafka.consumer(group) as consumer:
-        bounds = _bounds(kafka, consumer, topic, info.partitions)
+        bounds = kafka.admin.watermarks(topic, info.partitions)
         ranges = _replay_ranges(kafka, consumer, topic, bounds, from_beginning)
         try:
             for msg in _read_snapshot(kafka, consumer, topic, ranges):

@@ -33,7 +33,7 @@ from typing import Any
 
 import click
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from sluice._names import suggest
 from sluice.cli._common import (
@@ -196,14 +196,8 @@ def tail(
         try:
             remaining: dict[int, int] = {}
             if from_beginning and not follow:
-                for p in wanted:
-                    try:
-                        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
-                    except KafkaException as exc:
-                        msg = f"reading the end offsets of {topic!r} failed on {brokers}: {exc.args[0].str()}"
-                        raise KafkaUnavailableError(msg) from exc
-                    if high > low:
-                        remaining[p] = high
+                bounds = admin.watermarks(topic, info.partitions)
+                remaining = {p: bounds[p][1] for p in wanted if bounds[p][1] > bounds[p][0]}
                 if not remaining:
                     click.echo(f"sluice: {topic} is empty", err=True)
                     return

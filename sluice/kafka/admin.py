@@ -6,8 +6,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
@@ -66,6 +66,38 @@ class TopicAdmin:
         partitions = md.partitions
         replication = len(next(iter(partitions.values())).replicas) if partitions else 1
         return TopicInfo(topic, len(partitions), replication)
+
+    def watermarks(self, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
+        """(first, end) offset of every partition, as a ``read_committed`` consumer sees them.
+
+        Asked through the admin ListOffsets API, which reports an error per partition:
+        the consumer's watermark query can return a half-answered pair (one offset for
+        both ends) when one of its two requests fails, which reads as an empty partition.
+
+        Raises:
+            KafkaUnavailableError: an offset could not be read, or the broker's answer is not usable.
+        """
+        where = self._config["bootstrap.servers"]
+        answers: dict[str, dict[int, int]] = {}
+        for name, spec in (("first", OffsetSpec.earliest()), ("end", OffsetSpec.latest())):
+            request = {TopicPartition(topic, p): spec for p in range(partitions)}
+            try:
+                futures = self.client.list_offsets(
+                    request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self._timeout
+                )
+                answers[name] = {tp.partition: f.result().offset for tp, f in futures.items()}
+            except KafkaException as exc:
+                detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+                msg = f"reading the {name} offsets of {topic!r} failed on {where}: {detail}"
+                raise KafkaUnavailableError(msg) from exc
+        bounds: dict[int, tuple[int, int]] = {}
+        for p in range(partitions):
+            low, high = answers["first"][p], answers["end"][p]
+            if not 0 <= low <= high:
+                msg = f"{topic!r} partition {p}: the brokers on {where} answered first offset {low}, end offset {high}; run again"
+                raise KafkaUnavailableError(msg)
+            bounds[p] = (low, high)
+        return bounds
 
     def require_sources(self, topics: list[str]) -> dict[str, TopicInfo]:
         """Describe the source topics; raise ``TopicNotFoundError`` naming the first missing one."""

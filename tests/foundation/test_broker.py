@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_records_round_trip_with_keys_headers_and_timestamps(kafka, topic_factory):
     topic = topic_factory(partitions=3)
@@ -36,3 +38,15 @@ def test_topic_auto_creation_is_off(kafka):
     producer.produce("never-created-topic-x1", b"v", on_delivery=lambda err, msg: errors.append(err))
     producer.flush(10)
     assert errors and errors[0] is not None, "producing to a missing topic must fail: auto-creation is off"
+
+
+def test_watermarks_are_first_and_end_offsets_of_each_partition(kafka, topic_factory):
+    from sluice.errors import KafkaUnavailableError
+    from sluice.kafka.admin import TopicAdmin
+
+    topic = topic_factory(partitions=2)
+    kafka.produce(topic, [(b"k", b"v", {"partition": 1})] * 3)
+    admin = TopicAdmin({"bootstrap.servers": kafka.bootstrap}, timeout=10)
+    assert admin.watermarks(topic, 2) == {0: (0, 0), 1: (0, 3)}
+    with pytest.raises(KafkaUnavailableError, match=topic):  # no partition 2: an error, not "empty"
+        admin.watermarks(topic, 3)
