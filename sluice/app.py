@@ -16,12 +16,14 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Literal
 
 from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
 from sluice.dataflow import Source, Stream
+from sluice.dataflow.steps import EventTime
 from sluice.errors import ConfigError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy, coerce_policy
 from sluice.kafka.config import callable_option, settings_from_options
@@ -64,6 +66,8 @@ class App:
         consumer_config: librdkafka consumer properties, passed through.
         producer_config: librdkafka producer properties, passed through.
         enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
+        state_dir: where windows and aggregations keep their local state (default
+            ``./.sluice-state/<name>``); it is a cache of the changelog topics and may be lost.
         metrics_port: serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port
             while running (``0``: any free port; default ``None``: no server). See docs/operations.md.
         **options: seed-style names mapped to librdkafka: ``fetch_min_bytes``,
@@ -106,6 +110,7 @@ class App:
         concurrency: int = 1,
         ordering: Literal["key", "partition", "unordered"] = "key",
         metrics_port: int | None = None,
+        state_dir: str | Path | None = None,
         **options: Any,
     ) -> None:
         options.update(
@@ -134,6 +139,8 @@ class App:
         self._value_default = callable_option(value_deserializer, "value_deserializer") or "json"
         self._key_default = callable_option(key_deserializer, "key_deserializer") or "bytes"
         self.sources: list[Source] = []
+        self._step_counter = [0]  # steps are numbered app-wide: store names stay unique
+        self.state_dir = Path(state_dir) if state_dir is not None else Path(".sluice-state") / name
         self.error_policy: ErrorPolicy = DEFAULT_POLICY
         self._runner: Runner | None = None
         self._stop_requested = threading.Event()
@@ -162,6 +169,7 @@ class App:
         value: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
         key: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
         on_error: ErrorPolicy | dict[str, Any] | str | None = None,
+        timestamp: Callable[[Any], int] | None = None,
     ) -> Stream:
         """Consume ``topic`` (or several topics): the start of a dataflow.
 
@@ -173,6 +181,9 @@ class App:
             key: how keys are deserialized (default ``"bytes"``: passed through untouched).
             on_error: the failure policy for records of this stream that cannot be
                 deserialized (default: the app's, see ``on_error``).
+            timestamp: a function ``value -> int`` giving each record's event time in
+                milliseconds (default: the record's Kafka timestamp). Windows use it, and
+                outputs carry it as their timestamp.
 
         Example:
             >>> app = App("doc")
@@ -192,9 +203,22 @@ class App:
         key = key if key is not None else self._key_default
         _check_format(value, "value")
         _check_format(key, "key")
-        source = Source(topics, value, key, coerce_policy(on_error, "stream"))
+        if timestamp is not None and not callable(timestamp):
+            msg = f"stream(timestamp=...) needs a function value -> milliseconds, got {timestamp!r}"
+            raise ConfigError(msg)
+        source = Source(
+            topics,
+            value,
+            key,
+            coerce_policy(on_error, "stream"),
+            app=self.name,
+            registry=self.sources,
+            counter=self._step_counter,
+        )
         self.sources.append(source)
-        return source.root
+        if timestamp is None:
+            return source.root
+        return source.root._add(lambda label: EventTime(label, timestamp), "timestamp", timestamp, None)
 
     def on_error(
         self,
@@ -288,6 +312,7 @@ class App:
             self.options,
             self.error_policy,
             metrics_port=self.metrics_port,
+            state_dir=self.state_dir,
         )
         self._runner = runner
         if self._stop_requested.is_set():

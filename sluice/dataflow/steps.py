@@ -17,8 +17,24 @@ from typing import Any
 
 from sluice.dataflow.frames import FrameKind
 from sluice.errors.policy import ErrorPolicy
+from sluice.state.aggregations import Aggregation
+from sluice.state.windows import Windows
 
-__all__ = ["Filter", "FlatMap", "KeyBy", "Map", "MapBatch", "Record", "Sink", "Step", "StepFailed", "To"]
+__all__ = [
+    "Aggregate",
+    "EventTime",
+    "EventTimed",
+    "Filter",
+    "FlatMap",
+    "KeyBy",
+    "Map",
+    "MapBatch",
+    "Record",
+    "Sink",
+    "Step",
+    "StepFailed",
+    "To",
+]
 
 Record = tuple[Any, Any, Any]
 
@@ -111,9 +127,14 @@ class FlatMap(Step):
 
 @dataclass(frozen=True)
 class KeyBy(Step):
-    """Set each record's key to ``fn(value)``; output topics are partitioned by it."""
+    """Set each record's key to ``fn(value)``; output topics are partitioned by it.
+
+    ``repartition``: a stateful step below it first sends the records through a
+    repartition topic, so that every record of a key meets the same state.
+    """
 
     fn: Callable[[Any], Any]
+    repartition: bool = True
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn
@@ -125,6 +146,80 @@ class KeyBy(Step):
         except Exception as exc:
             raise StepFailed(len(out), out, exc) from exc
         return out
+
+
+class EventTimed:
+    """A source message seen with another timestamp (event time); everything else is the message's."""
+
+    __slots__ = ("msg", "ts")
+
+    def __init__(self, msg: Any, ts: int) -> None:
+        self.msg = msg
+        self.ts = ts
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)  # TIMESTAMP_CREATE_TIME
+
+    def headers(self) -> Any:
+        return self.msg.headers()
+
+    def topic(self) -> str:
+        return self.msg.topic()
+
+    def partition(self) -> int:
+        return self.msg.partition()
+
+    def offset(self) -> int:
+        return self.msg.offset()
+
+    def key(self) -> Any:
+        return self.msg.key()
+
+    def value(self) -> Any:
+        return self.msg.value()
+
+    def error(self) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class EventTime(Step):
+    """Take each record's event time (ms) from ``fn(value)`` instead of its Kafka timestamp."""
+
+    fn: Callable[[Any], Any]
+
+    def apply(self, records: list[Record]) -> list[Record]:
+        fn = self.fn
+        out: list[Record] = []
+        append = out.append
+        try:
+            for v, k, m in records:
+                append((v, k, EventTimed(m, int(fn(v)))))
+        except Exception as exc:
+            raise StepFailed(len(out), out, exc) from exc
+        return out
+
+
+@dataclass(frozen=True)
+class Aggregate(Step):
+    """Fold the records of each group key (and window) into a value kept in the state store ``store``.
+
+    ``emit`` is ``"final"`` (one result per window once it closes) or ``"current"``
+    (every update). ``late`` is the topic for records of closed windows (None: dropped
+    and counted). The runtime executes it; ``repartitioned`` tells that its records come
+    from a repartition topic (their key is the serialized group key).
+    """
+
+    store: str
+    aggregation: Aggregation
+    windows: Windows | None
+    emit: str
+    late: str | None = None
+    repartitioned: bool = False
+
+    def apply(self, records: list[Record]) -> list[Record]:  # pragma: no cover - the runtime binds it
+        msg = "Aggregate steps are executed by the runtime"
+        raise TypeError(msg)
 
 
 @dataclass(frozen=True)
@@ -161,6 +256,7 @@ class To(Step):
     partitions: int | None = None
     replication: int | None = None
     keyed: bool = False
+    repartition: bool = False
 
     def apply(self, records: list[Record]) -> list[Record]:  # pragma: no cover - the runtime binds it
         msg = "To steps are executed by the runtime"

@@ -21,10 +21,13 @@ from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
 from sluice.dataflow.frames import FrameKind
-from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
+from sluice.dataflow.grouped import Aggregated, Aggregations, WindowedStream, check_late_topic
+from sluice.dataflow.steps import Aggregate, Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
+from sluice.state.aggregations import Aggregation
+from sluice.state.windows import Windows
 
 __all__ = ["OnError", "Source", "Stream"]
 
@@ -34,19 +37,41 @@ OnError = ErrorPolicy | dict[str, Any] | str | None
 
 @dataclass(eq=False)
 class Source:
-    """A consumed topic (or topics) and how its records are deserialized."""
+    """A consumed topic (or topics) and how its records are deserialized.
+
+    ``app`` and ``registry`` (the app's list of sources) let an aggregation add the
+    internal source that reads its repartition topic; ``upstream`` is the source
+    whose records an internal source receives. ``counter`` numbers the steps app-wide.
+    """
 
     topics: tuple[str, ...]
     value: Any = "json"
     key: Any = "bytes"
     on_error: ErrorPolicy | None = None
+    app: str = "app"
+    registry: list[Source] | None = None
+    upstream: Source | None = None
+    counter: list[int] = field(default_factory=lambda: [0])
     root: Stream = field(init=False)
 
     def __post_init__(self) -> None:
         self.root = Stream(self, None, None)
 
+    @property
+    def internal(self) -> bool:
+        """Whether sluice made this source (a repartition topic) rather than the user."""
+        return self.upstream is not None
 
-class Stream:
+    def repartition(self, store: str) -> Source:
+        """The internal source reading ``<app>-<store>-repartition`` (registered with the app)."""
+        topic = f"{self.app}-{store}-repartition"
+        internal = Source((topic,), "json", "bytes", None, self.app, self.registry, self, self.counter)
+        if self.registry is not None:
+            self.registry.append(internal)
+        return internal
+
+
+class Stream(Aggregations):
     """A stream of records in the dataflow graph; build it with ``App.stream(...)``.
 
     Example:
@@ -64,7 +89,7 @@ class Stream:
         self.parent = parent
         self.step = step
         self.children: list[Stream] = []
-        self._counter: list[int] = parent._counter if parent is not None else [0]
+        self._counter: list[int] = parent._counter if parent is not None else source.counter
 
     # ------------------------------------------------------------------ graph plumbing
     def _add(self, make: Callable[[str], Step], kind: str, fn: Any, name: str | None) -> Stream:
@@ -84,9 +109,13 @@ class Stream:
         return steps[::-1]
 
     def _keyed(self) -> bool:
-        return any(
-            isinstance(s, KeyBy) or (isinstance(s, MapBatch) and s.key is not None) for s in self.path()
+        return self.source.internal or any(
+            isinstance(s, KeyBy | Aggregate) or (isinstance(s, MapBatch) and s.key is not None)
+            for s in self.path()
         )
+
+    def _aggregate(self, aggregation: Aggregation, name: str | None, on_error: OnError) -> Aggregated:
+        return Aggregated(self, aggregation, None, None, name, on_error)
 
     @staticmethod
     def _check_fn(fn: Any, op: str) -> None:
@@ -136,11 +165,19 @@ class Stream:
         return self._add(lambda label: FlatMap(label, fn, on_error=policy), "flat_map", fn, name)
 
     def key_by(
-        self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        repartition: bool = True,
+        name: str | None = None,
+        on_error: OnError = None,
     ) -> Stream:
         """Set the key of each record to ``fn(value)``; outputs are partitioned by it.
 
-        A str key is written as UTF-8, bytes as is, anything else as JSON.
+        A str key is written as UTF-8, bytes as is, anything else as JSON. Before an
+        aggregation the records go through a repartition topic, so that every record of
+        a key meets the same state; ``repartition=False`` skips it when the input topic is
+        already partitioned by this key.
 
         Example:
             >>> from sluice.testing import run_steps
@@ -149,7 +186,49 @@ class Stream:
         """
         self._check_fn(fn, "key_by")
         policy = coerce_policy(on_error, "key_by")
-        return self._add(lambda label: KeyBy(label, fn, on_error=policy), "key_by", fn, name)
+        return self._add(lambda label: KeyBy(label, fn, repartition, on_error=policy), "key_by", fn, name)
+
+    def window(
+        self,
+        *,
+        tumbling: str | float | None = None,
+        hopping: str | float | None = None,
+        step: str | float | None = None,
+        sliding: str | float | None = None,
+        session: str | float | None = None,
+        grace: str | float = 0,
+        late: str | None = None,
+    ) -> WindowedStream:
+        """Cut the stream into event-time windows, per key; aggregate them with ``count()``, ``sum()``...
+
+        Event time is the record's timestamp (or ``app.stream(..., timestamp=fn)``).
+        Tumbling and hopping windows are aligned to the epoch and hold ``[start, end)``;
+        a sliding window holds the records within ``sliding`` of each other; a session
+        holds records no further than ``session`` apart. Stream time is, per partition,
+        the largest timestamp seen; a window closes when ``end + grace <= stream time``
+        (a partition that receives nothing keeps its windows open). A record whose
+        windows are all closed is late: counted, logged, and dropped, or written to the
+        topic ``late``.
+
+        Args:
+            tumbling: window length, e.g. ``"1m"``.
+            hopping: window length, with ``step``: how far apart windows start.
+            sliding: the largest time difference within a window.
+            session: the inactivity gap that ends a session.
+            grace: how long after its end a window still accepts out-of-order records.
+            late: a topic for late records (default: dropped and counted).
+
+        Example:
+            >>> from sluice import App
+            >>> app = App("doc")
+            >>> clicks = app.stream("clicks").key_by(lambda e: e["page"])
+            >>> _ = clicks.window(tumbling="1m", grace="10s").count().final().to("clicks-per-page")
+        """
+        windows = Windows.parse(
+            tumbling=tumbling, hopping=hopping, step=step, sliding=sliding, session=session, grace=grace
+        )
+        check_late_topic(late)
+        return WindowedStream(self, windows, late)
 
     def map_batch(
         self,
@@ -236,6 +315,7 @@ class Stream:
         partitions: int | None = None,
         replication: int | None = None,
         on_error: OnError = None,
+        _repartition: bool = False,
     ) -> Stream:
         """Write every record to ``topic``.
 
@@ -258,7 +338,9 @@ class Stream:
         keyed = self._keyed()
         policy = coerce_policy(on_error, "to")
         return self._add(
-            lambda label: To(label, topic, value, partitions, replication, keyed, on_error=policy),
+            lambda label: To(
+                label, topic, value, partitions, replication, keyed, _repartition, on_error=policy
+            ),
             "to",
             _Named(topic),
             None,

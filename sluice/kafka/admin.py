@@ -114,15 +114,22 @@ class TopicAdmin:
             infos[topic] = info
         return infos
 
-    def ensure(self, topic: str, partitions: int, replication: int) -> TopicInfo:
-        """Create ``topic`` if it is missing and wait until every partition has a leader."""
+    def ensure(
+        self, topic: str, partitions: int, replication: int, config: dict[str, str] | None = None
+    ) -> TopicInfo:
+        """Create ``topic`` if it is missing and wait until every partition has a leader.
+
+        ``config``: topic configs for its creation, e.g. ``{"cleanup.policy": "compact"}``.
+        """
         info = self.describe(topic)
         if info is not None:
             return info
         brokers = len(self._metadata().brokers)
         replication = max(1, min(replication, brokers))
         logger.info("creating topic %s (%d partitions, replication %d)", topic, partitions, replication)
-        future = self.client.create_topics([NewTopic(topic, partitions, replication)])[topic]
+        future = self.client.create_topics([NewTopic(topic, partitions, replication, config=config or {})])[
+            topic
+        ]
         try:
             future.result(timeout=self._timeout)
         except KafkaException as exc:

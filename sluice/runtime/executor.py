@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -21,13 +22,14 @@ import orjson
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.sinks import SinkRow
-from sluice.dataflow.steps import Record, StepFailed
+from sluice.dataflow.steps import Aggregate, Record, StepFailed
 from sluice.errors import ConfigError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.retry_topics import parse_retry_headers
+from sluice.runtime.stateful import AggregateNode, Repartitioned
 from sluice.runtime.tracker import Batch
 from sluice.serde import deserializer, key_serializer, serializer
 
@@ -44,6 +46,7 @@ class _Node:
     emit: _Emitter | None = None
     write_batch: Callable[[list[SinkRow]], Any] | None = None
     plan: _SourcePlan | None = None
+    aggregate: AggregateNode | None = None
 
 
 def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Record]]) -> list[Record]:
@@ -131,6 +134,13 @@ class _Emitter:
         self._router.handle(
             "produce", self.step.name, self.step.on_error, [(index, record, exc)], retry, batch, backoff=False
         )
+
+
+class _RepartitionEmitter(_Emitter):
+    """Writes records to a repartition topic, with a header telling how the group key was serialized."""
+
+    def __call__(self, records: list[Record], batch: Batch) -> None:
+        super().__call__([(v, k, Repartitioned(m, k)) for v, k, m in records], batch)
 
 
 class _SourcePlan:
@@ -226,9 +236,18 @@ class Executor:
     """The compiled graph of every source; ``run`` processes one consumed batch."""
 
     def __init__(
-        self, sources: list[Source], produce: Produce, poll: Callable[[float], Any], router: FailureRouter
+        self,
+        sources: list[Source],
+        produce: Produce,
+        poll: Callable[[float], Any],
+        router: FailureRouter,
+        app: str = "app",
+        state_dir: Path = Path(".sluice-state"),
     ):
         self._router = router
+        self._app = app
+        self._state_dir = state_dir
+        self.aggregates: list[AggregateNode] = []
         self.async_bridge = AsyncBridge()
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
@@ -255,8 +274,13 @@ class Executor:
             if node.write_batch is not None:
                 self.batch_sinks.append(step.fn)
         if isinstance(step, To):
-            node.emit = _Emitter(step, source, produce, poll, self._router)
+            emitter = _RepartitionEmitter if step.repartition else _Emitter
+            node.emit = emitter(step, source, produce, poll, self._router)
             self.emitters.append(node.emit)
+        if isinstance(step, Aggregate):
+            node.aggregate = AggregateNode(step, self._app, self._state_dir, produce, poll, self._router)
+            node.aggregate.input_topics = set(source.topics)
+            self.aggregates.append(node.aggregate)
         node.children = [self._compile(child, source, produce, poll) for child in stream.children]
         return node
 
@@ -340,6 +364,8 @@ class Executor:
                 out = self._write_batch(node, records, batch)
             elif node.plan is not None:
                 out = self._map_batch(node, records, batch)
+            elif node.aggregate is not None:
+                out = node.aggregate.process(records, batch)
             else:
                 try:
                     out = node.step.apply(records)

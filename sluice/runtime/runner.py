@@ -18,12 +18,14 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from sluice.dataflow import MapBatch, Source, Step, Stream, To
-from sluice.errors import SluiceError
+from sluice.dataflow.steps import Aggregate
+from sluice.errors import ConfigError, SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
@@ -32,6 +34,7 @@ from sluice.runtime.executor import Executor
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
+from sluice.runtime.stateful import changelog_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
@@ -39,6 +42,7 @@ __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 logger = logging.getLogger(__name__)
 _S = TypeVar("_S", bound=Step)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
+_COMPACTED = {"cleanup.policy": "compact"}
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,10 @@ class Runner:
         options: RuntimeOptions,
         policy: ErrorPolicy = DEFAULT_POLICY,
         metrics_port: int | None = None,
+        state_dir: Path = Path(".sluice-state"),
     ) -> None:
         self.name = name
+        self.state_dir = state_dir
         self.policy = policy
         self.settings = settings
         self.sources = sources
@@ -120,14 +126,23 @@ class Runner:
     # ------------------------------------------------------------------ setup
     def _prepare_topics(self) -> list[str]:
         admin = self._admin
+        self._check_stateful()
         topics = [t for s in self.sources for t in s.topics]
-        infos = admin.require_sources(topics)
+        infos = admin.require_sources([t for s in self.sources if not s.internal for t in s.topics])
         self._topics = infos
-        for source in self.sources:
-            partitions = max(infos[t].partitions for t in source.topics)
-            replication = max(infos[t].replication for t in source.topics)
+        for source in self.sources:  # an internal source comes after its upstream: its shape is known
+            if source.internal:
+                assert source.upstream is not None
+                shape = self._shape_of(source.upstream)
+                infos[source.topics[0]] = admin.ensure(source.topics[0], *shape)
+            partitions, replication = self._shape_of(source)
             for step in _steps_below(source.root, To):
                 admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
+            for step in _steps_below(source.root, Aggregate):
+                changelog = changelog_topic(self.name, step.store)
+                infos[changelog] = admin.ensure(changelog, partitions, replication, _COMPACTED)
+                if step.late is not None:
+                    admin.ensure(step.late, partitions, replication)
         levels = max((len(p.retry_topics) for p in self._policies()), default=0)
         if levels:
             partitions = max(i.partitions for i in infos.values())
@@ -138,6 +153,34 @@ class Runner:
                 self._retry_topics.add(name)
                 topics.append(name)
         return topics
+
+    def _shape_of(self, source: Source) -> tuple[int, int]:
+        infos = self._topics
+        return (
+            max(infos[t].partitions for t in source.topics),
+            max(infos[t].replication for t in source.topics),
+        )
+
+    def _check_stateful(self) -> None:
+        steps = [s for source in self.sources for s in _steps_below(source.root, Aggregate)]
+        if not steps:
+            return
+        stores = [s.store for s in steps]
+        twice = sorted({s for s in stores if stores.count(s) > 1})
+        if twice:
+            msg = (
+                f"two aggregations are named {twice[0]!r}: give each its own name= (it names its state store)"
+            )
+            raise ConfigError(msg)
+        if self.options.concurrency > 1:
+            msg = (
+                "aggregations and windows run on the poll thread: use concurrency=1 "
+                "(scale out with more workers: sluice run --workers N)"
+            )
+            raise ConfigError(msg)
+        if any(p.retry_topics for p in self._policies()):
+            msg = "retry topics reorder records, which windows and aggregations cannot follow: use retries and a dead-letter topic"
+            raise ConfigError(msg)
 
     def _policies(self) -> list[ErrorPolicy]:
         policies = [self.policy]
@@ -193,7 +236,12 @@ class Runner:
         )
         self.stats.failures = self._router
         executor = self._executor = Executor(
-            self.sources, self._producer.produce, self._producer.poll, self._router
+            self.sources,
+            self._producer.produce,
+            self._producer.poll,
+            self._router,
+            app=self.name,
+            state_dir=self.state_dir,
         )
         if self.options.concurrency > 1:
             self._dispatcher = ParallelDispatcher(
@@ -474,6 +522,10 @@ class Runner:
         self.stats.rebalances += 1
         self._assigned.update((tp.topic, tp.partition) for tp in partitions)
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
+        try:
+            self._open_stores(partitions)
+        except SluiceError as exc:
+            self._fatal = exc
         if self._paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
@@ -487,6 +539,7 @@ class Runner:
         if self._dispatcher is not None:
             self._dispatcher.drop(revoked)
         self._commit(asynchronous=False)
+        self._close_stores(revoked, clean=not self.tracker.pending_for(revoked))
         self.tracker.forget(revoked)
         self._assigned -= revoked
         for tp in revoked:
@@ -500,10 +553,54 @@ class Runner:
         )
         if self._dispatcher is not None:
             self._dispatcher.drop(lost)
+        self._close_stores(lost, clean=False)
         self.tracker.forget(lost)
         self._assigned -= lost
         for tp in lost:
             self._to_commit.pop(tp, None)
+
+    # ------------------------------------------------------------------ state stores
+    def _open_stores(self, partitions: list[TopicPartition]) -> None:
+        """Open (and restore from the changelog) the stores of newly assigned partitions."""
+        if self._executor is None or not self._executor.aggregates:
+            return
+        config = {
+            "bootstrap.servers": self.settings.brokers,
+            "client.id": f"{self.settings.client_id}-restore",
+            "group.id": f"{self.settings.group_id}.restore",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "logger": _librdkafka_logger,
+        }
+        for node in self._executor.aggregates:
+            for tp in partitions:
+                if tp.topic in node.input_topics:
+                    node.open(tp.partition, config, self.options.revoke_timeout)
+
+    def _close_stores(self, partitions: set[TopicPartitionKey] | None, clean: bool) -> None:
+        """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""
+        if self._executor is None:
+            return
+        for node in self._executor.aggregates:
+            owned = [
+                p
+                for p in node.stores
+                if partitions is None or any((t, p) in partitions for t in node.input_topics)
+            ]
+            if not owned:
+                continue
+            ends: dict[int, tuple[int, int]] = {}
+            if clean:
+                try:
+                    ends = self._admin.watermarks(node.changelog, self._topic_shape(node.changelog)[0])
+                except SluiceError as exc:
+                    logger.warning(
+                        "%s: no state checkpoint (%s): the next start restores from the changelog",
+                        self.name,
+                        exc,
+                    )
+            for p in owned:
+                node.close(p, ends[p][1] if p in ends else None)
 
     def _drain(self, partitions: set[TopicPartitionKey], timeout: float) -> None:
         """Serve delivery reports until ``partitions`` have nothing pending, or ``timeout``."""
@@ -553,6 +650,7 @@ class Runner:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 logger.warning("%s: closing the consumer: %s", self.name, exc)
+        self._close_stores(None, clean=clean and self.tracker.in_flight == 0 and self._fatal is None)
         logger.info(
             "%s: stopped after %d records in, %d batches, %d commits",
             self.name,

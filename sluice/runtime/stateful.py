@@ -1,0 +1,404 @@
+"""Runs aggregation steps: per-partition state stores, changelog writes, closing windows.
+
+A consumed batch reaches an ``AggregateNode`` as a list of records. Per partition
+(one "pass"), each record's group state is read once (from a pass-local cache, else
+the store), folded, and kept in the cache; at the end of the pass the changed states
+are written to the local store in one write batch, the groups whose windows closed at
+the new stream time are reported and dropped, and every changed state is produced
+once to the changelog topic, acknowledged against the batch like any output: the
+source offsets are committed only once the changelog holds the state they produced.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from sluice.dataflow.steps import Aggregate, EventTimed, Record
+from sluice.errors import KafkaUnavailableError, SluiceError
+from sluice.runtime.failures import FailureRouter
+from sluice.runtime.tracker import Batch
+from sluice.serde import key_serializer
+from sluice.state.store import PartitionStore
+from sluice.state.windows import GroupLogic, State, logic_for
+
+__all__ = ["AggregateNode", "changelog_topic"]
+
+logger = logging.getLogger(__name__)
+
+#: changelog record carrying the partition's stream time (its key never collides: a header marks it)
+STREAM_TIME_KEY = b"\x00sluice.stream-time"
+META_HEADER = "sluice.meta"
+#: header of repartition records: how the group key was serialized ("str", "json", "bytes")
+KEY_TYPE_HEADER = "sluice.key"
+_USER_STATE = {"agg", "reduce"}  # accumulators the user builds: checked to be JSON per record
+
+
+def changelog_topic(app: str, store: str) -> str:
+    return f"{app}-{store}-changelog"
+
+
+def key_type(key: Any) -> bytes:
+    """The ``sluice.key`` header value of a repartition record with group key ``key``."""
+    return b"str" if isinstance(key, str) else b"bytes" if isinstance(key, bytes) else b"json"
+
+
+class Repartitioned(EventTimed):
+    """A record on its way to a repartition topic: its headers tell how its group key was serialized."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, msg: Any, key: Any) -> None:
+        super().__init__(msg, msg.timestamp()[1])
+        self.kind = key_type(key)
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [(KEY_TYPE_HEADER, self.kind), *(self.msg.headers() or ())]
+
+
+class Emitted(EventTimed):
+    """An aggregation's output: the triggering record's source, the window's timestamp, no headers."""
+
+    __slots__ = ()
+
+    def headers(self) -> None:
+        return None
+
+
+class _Pass:
+    """One partition's records of one batch: the cached group states and what changed."""
+
+    __slots__ = ("batch", "changed", "loaded_close", "states", "store", "stream_time")
+
+    def __init__(self, store: PartitionStore, batch: Batch) -> None:
+        self.store = store
+        self.batch = batch
+        self.stream_time = store.stream_time
+        self.states: dict[bytes, State | None] = {}
+        self.loaded_close: dict[bytes, int | None] = {}
+        self.changed: set[bytes] = set()
+
+
+class AggregateNode:
+    """One ``Aggregate`` step of the graph and its store partitions."""
+
+    def __init__(
+        self,
+        step: Aggregate,
+        app: str,
+        state_dir: Path,
+        produce: Callable[..., None],
+        poll: Callable[[float], Any],
+        router: FailureRouter,
+    ) -> None:
+        self.step = step
+        self.logic: GroupLogic = logic_for(step.aggregation, step.windows)
+        self.changelog = changelog_topic(app, step.store)
+        self.directory = state_dir / step.store
+        self.stores: dict[int, PartitionStore] = {}
+        self.late = 0
+        self.input_topics: set[str] = set()
+        self._final = step.emit == "final"
+        self._check_state = step.aggregation.name in _USER_STATE
+        self._produce = produce
+        self._poll = poll
+        self._router = router
+        self._late_logged = 0.0
+
+    # ------------------------------------------------------------------ store lifecycle
+    def open(self, partition: int, consumer_config: dict[str, Any], timeout: float) -> None:
+        """Open the store of ``partition`` and bring it up to the changelog's end."""
+        if partition in self.stores:
+            return
+        store = PartitionStore(self.directory / str(partition))
+        started = time.monotonic()
+        restored = restore(self.logic, store, self.changelog, partition, consumer_config, timeout)
+        self.stores[partition] = store
+        if restored:
+            elapsed = time.monotonic() - started
+            logger.info(
+                "state %s[%d]: restored %d changelog records in %.1fs (%.0f/s)",
+                self.step.store,
+                partition,
+                restored,
+                elapsed,
+                restored / elapsed if elapsed else 0.0,
+            )
+
+    def close(self, partition: int, checkpoint: int | None) -> None:
+        store = self.stores.pop(partition, None)
+        if store is not None:
+            store.close(checkpoint)
+
+    # ------------------------------------------------------------------ processing
+    def process(self, records: list[Record], batch: Batch) -> list[Record]:
+        by_partition: dict[int, list[Record]] = {}
+        for record in records:
+            p = record[2].partition()
+            group = by_partition.get(p)
+            if group is None:
+                group = by_partition[p] = []
+            group.append(record)
+        out: list[Record] = []
+        for p, group in by_partition.items():
+            out.extend(self._run_pass(p, group, batch))
+        return out
+
+    def _run_pass(self, partition: int, records: list[Record], batch: Batch) -> list[Record]:
+        store = self.stores.get(partition)
+        if store is None:
+            msg = f"state store {self.step.store!r} partition {partition} is not open (not assigned to this worker)"
+            raise SluiceError(msg)
+        ctx = _Pass(store, batch)
+        step = self.step
+        out: list[Record] = []
+        one = partial(self._one, ctx)
+        for record in records:
+            try:
+                out.extend(one(record))
+            except Exception as exc:  # noqa: BLE001 - handed to the failure policy
+                recovered = self._router.handle(
+                    "process", step.name, step.on_error, [(0, record, exc)], one, batch
+                )
+                out.extend(recovered.get(0, ()))
+        trigger = records[-1][2]
+        blobs = self._write_back(ctx)
+        out.extend(self._close_due(ctx, trigger, blobs))
+        self._write_changelog(partition, ctx, blobs, trigger, batch)
+        return out
+
+    def _one(self, ctx: _Pass, record: Record) -> list[Record]:
+        value, key, meta = record
+        ts = meta.timestamp()[1]
+        extracted = self.step.aggregation.extract(value)
+        kb = _key_bytes(key)
+        state = self._load(ctx, kb)
+        stream_time = ts if ts > ctx.stream_time else ctx.stream_time
+        added = self.logic.add(state, ts, extracted, stream_time)
+        if added is None:
+            ctx.stream_time = stream_time
+            self._on_late(record, kb, ts, ctx.batch)
+            return []
+        new, updates = added
+        if "k" not in new:
+            new["k"] = _key_out(key, meta)
+        if self._check_state:
+            orjson.dumps(self.logic.to_json(new))  # an accumulator that cannot be stored fails this record
+        ctx.states[kb] = new
+        ctx.changed.add(kb)
+        ctx.stream_time = stream_time
+        if self._final:
+            return []
+        return [self._output(new["k"], kb, start, end, v, meta, ts) for start, end, v in updates]
+
+    def _output(
+        self, key_out: Any, kb: bytes, start: int | None, end: int | None, v: Any, meta: Any, ts: int
+    ) -> Record:
+        if start is None:
+            return ({"key": key_out, "value": v}, kb, Emitted(meta, ts))
+        return ({"key": key_out, "start": start, "end": end, "value": v}, kb, Emitted(meta, end - 1))
+
+    def _load(self, ctx: _Pass, kb: bytes) -> State | None:
+        if kb in ctx.states:
+            return ctx.states[kb]
+        raw = ctx.store.get(kb)
+        state = self.logic.from_json(orjson.loads(raw)) if raw is not None else None
+        ctx.states[kb] = state
+        ctx.loaded_close[kb] = state.get("x") if state is not None else None
+        return state
+
+    def _write_back(self, ctx: _Pass) -> dict[bytes, bytes | None]:
+        """Write the changed states and their index entries; return their changelog bytes."""
+        blobs: dict[bytes, bytes | None] = {}
+        moves: list[tuple[bytes, int | None, int | None]] = []
+        logic = self.logic
+        for kb in ctx.changed:
+            state = ctx.states[kb]
+            old = ctx.loaded_close.get(kb)
+            if state is None:
+                blobs[kb] = None
+                new = None
+            else:
+                new = logic.next_close(state)
+                state["x"] = new
+                blobs[kb] = orjson.dumps(logic.to_json(state))
+            if new != old:
+                moves.append((kb, old, new))
+                ctx.loaded_close[kb] = new
+        ctx.store.apply(blobs, moves, ctx.stream_time if ctx.stream_time != ctx.store.stream_time else None)
+        ctx.changed.clear()
+        return blobs
+
+    def _close_due(self, ctx: _Pass, trigger: Any, blobs: dict[bytes, bytes | None]) -> list[Record]:
+        """Report (``final``) and drop every window that closed at the pass's stream time."""
+        due = ctx.store.due(ctx.stream_time)
+        if not due:
+            return []
+        out: list[Record] = []
+        for _close, kb in due:
+            state = self._load(ctx, kb)
+            if state is None:
+                continue
+            left, closed = self.logic.close(state, ctx.stream_time)
+            ctx.states[kb] = left
+            ctx.changed.add(kb)
+            if self._final:
+                out.extend(self._output(state["k"], kb, s, e, v, trigger, -1) for s, e, v in closed)
+        blobs.update(self._write_back(ctx))
+        return out
+
+    def _write_changelog(
+        self, partition: int, ctx: _Pass, blobs: dict[bytes, bytes | None], trigger: Any, batch: Batch
+    ) -> None:
+        on_delivery = partial(batch.on_delivery, trigger)
+        records: list[tuple[bytes, bytes | None, Any]] = [(kb, blob, None) for kb, blob in blobs.items()]
+        if ctx.stream_time != ctx.store.logged_stream_time:
+            records.append((STREAM_TIME_KEY, str(ctx.stream_time).encode(), [(META_HEADER, b"stream-time")]))
+            ctx.store.logged_stream_time = ctx.stream_time
+        batch.expect(len(records))
+        for kb, blob, headers in records:
+            while True:
+                try:
+                    self._produce(
+                        self.changelog,
+                        blob,
+                        kb,
+                        partition=partition,
+                        headers=headers,
+                        on_delivery=on_delivery,
+                    )
+                    break
+                except BufferError:
+                    self._poll(0.05)
+
+    def _on_late(self, record: Record, kb: bytes, ts: int, batch: Batch) -> None:
+        self.late += 1
+        if self.step.late is not None:
+            value, _key, meta = record
+            batch.expect(1)
+            try:
+                self._produce(
+                    self.step.late,
+                    orjson.dumps(value),
+                    kb,
+                    timestamp=max(ts, 0),
+                    headers=meta.headers(),
+                    on_delivery=partial(batch.on_delivery, meta),
+                )
+            except BaseException:
+                batch.settle()
+                raise
+        now = time.monotonic()
+        if now - self._late_logged >= 10.0:
+            self._late_logged = now
+            msg = record[2]
+            logger.warning(
+                "%s: late record (%s[%d] offset %d, timestamp %d): its windows are closed; %s (%d late so far)",
+                self.step.name,
+                msg.topic(),
+                msg.partition(),
+                msg.offset(),
+                msg.timestamp()[1],
+                f"written to {self.step.late}" if self.step.late else "dropped",
+                self.late,
+            )
+
+
+def _key_bytes(key: Any) -> bytes:
+    if key is None:
+        msg = "the record has no group key: key_by(...) returned None, or the record has no key"
+        raise ValueError(msg)
+    kb = key_serializer(key)
+    assert kb is not None
+    return kb
+
+
+def _key_out(key: Any, meta: Any) -> Any:
+    """The group key as it appears in output values (JSON)."""
+    if not isinstance(key, bytes):
+        orjson.dumps(key)  # a key that cannot be written fails this record
+        return key
+    kind = b"bytes"
+    for name, value in meta.headers() or ():
+        if name == KEY_TYPE_HEADER:
+            kind = value
+    if kind == b"json":
+        return orjson.loads(key)
+    return key.decode("utf-8", "replace")
+
+
+def restore(
+    logic: GroupLogic,
+    store: PartitionStore,
+    changelog: str,
+    partition: int,
+    consumer_config: dict[str, Any],
+    timeout: float,
+) -> int:
+    """Apply the changelog of ``partition`` from the store's checkpoint to its end; return the records read."""
+    consumer = Consumer({**consumer_config, "enable.partition.eof": True})
+    try:
+        tp = TopicPartition(changelog, partition)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        except KafkaException as exc:
+            msg = f"reading the end of changelog {changelog}[{partition}] failed: {exc.args[0].str()}"
+            raise KafkaUnavailableError(msg) from exc
+        start = store.restored_to
+        if start is None or not low <= start <= high:
+            start = low
+            store.reset()
+        if start >= high:
+            return 0
+        consumer.assign([TopicPartition(changelog, partition, start)])
+        count = 0
+        position = start
+        last_progress = time.monotonic()
+        while position < high:
+            msgs = consumer.consume(1000, 0.5)
+            states: dict[bytes, bytes | None] = {}
+            moves: list[tuple[bytes, int | None, int | None]] = []
+            stream_time = None
+            closes: dict[bytes, int | None] = {}  # index entries as this chunk leaves them
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        position = max(position, m.offset())
+                        continue
+                    msg = f"restoring {changelog}[{partition}] failed: {err.str()}"
+                    raise KafkaUnavailableError(msg)
+                position = m.offset() + 1
+                count += 1
+                if m.headers() and any(name == META_HEADER for name, _ in m.headers()):
+                    stream_time = int(m.value())
+                    continue
+                kb, blob = m.key(), m.value()
+                if kb in closes:
+                    old_close = closes[kb]
+                else:
+                    old = store.get(kb)
+                    old_close = orjson.loads(old).get("x") if old is not None else None
+                new_close = orjson.loads(blob).get("x") if blob is not None else None
+                states[kb] = blob
+                closes[kb] = new_close
+                if old_close != new_close:
+                    moves.append((kb, old_close, new_close))
+            if states or stream_time is not None:
+                store.apply(states, moves, stream_time)
+            if msgs:
+                last_progress = time.monotonic()
+            elif time.monotonic() - last_progress > timeout:
+                msg = f"restoring {changelog}[{partition}] made no progress for {timeout:.0f}s at offset {position} of {high}"
+                raise KafkaUnavailableError(msg)
+        store.logged_stream_time = store.stream_time
+        return count
+    finally:
+        consumer.close()
