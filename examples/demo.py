@@ -27,6 +27,8 @@ def committed_lag(group: str, topic: str) -> tuple[int, int]:
     """(sum of committed offsets, total lag) of ``group`` on ``topic``."""
     consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": group, "enable.auto.commit": False})
     try:
+        if topic not in consumer.list_topics(timeout=10).topics:
+            return 0, 0
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         committed = consumer.committed(parts, timeout=10)
         total, lag = 0, 0
@@ -43,7 +45,9 @@ def committed_lag(group: str, topic: str) -> tuple[int, int]:
 def count_records(topic: str) -> int:
     consumer = Consumer({"bootstrap.servers": BROKERS, "group.id": f"demo-count-{uuid.uuid4().hex[:6]}"})
     try:
-        md = consumer.list_topics(topic, timeout=10).topics[topic]
+        md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None:
+            return 0
         return sum(
             consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in md.partitions
         )
@@ -56,6 +60,7 @@ def main() -> int:
     for leftover in (DB, Path(f"{DB}-wal"), Path(f"{DB}-shm")):
         leftover.unlink(missing_ok=True)
     events, clicks, group = f"events-{run}", f"clicks-{run}", f"clicks-demo-{run}"
+    repartition = f"{group}-page-minute-repartition"
     admin = AdminClient({"bootstrap.servers": BROKERS})
     admin.create_topics([NewTopic(events, PARTITIONS, 1)])[events].result(30)
 
@@ -74,6 +79,7 @@ def main() -> int:
         "DEMO_APP": group,
         "DEMO_DLQ": f"{events}.dlq",
         "DEMO_DB": str(DB),
+        "DEMO_STATE_DIR": str(ROOT / ".sluice-state" / group),
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.Popen([sys.executable, "-m", "sluice", "run", "examples.clicks:app"], env=env, cwd=ROOT)
@@ -84,7 +90,12 @@ def main() -> int:
         done, lag = committed_lag(group, events)
         if done and first_commit is None:
             first_commit = time.perf_counter()
-        if done >= COUNT and lag == 0:
+        # the windowed count reads the clicks again from its repartition topic: wait for it too
+        if (
+            done >= COUNT
+            and lag == 0
+            and committed_lag(group, repartition) == (count_records(repartition), 0)
+        ):
             break
         if proc.poll() is not None:
             print(f"   the app exited early with code {proc.returncode}", file=sys.stderr)
@@ -114,14 +125,21 @@ def main() -> int:
         top = db.execute(
             "SELECT page, count(*) AS n FROM clicks GROUP BY page ORDER BY n DESC LIMIT 5"
         ).fetchall()
+        windowed = db.execute(
+            "SELECT page, minute, clicks FROM clicks_per_minute ORDER BY clicks DESC LIMIT 5"
+        ).fetchall()
+        counted = db.execute("SELECT coalesce(sum(clicks), 0) FROM clicks_per_minute").fetchone()[0]
     print(f"   SQLite rows      {rows:>10,}   (table clicks in {DB.name}, upserted by id)")
     print("   top pages:", ", ".join(f"{page} ({n:,})" for page, n in top))
+    print(f"   clicks per page per minute (windowed count, {counted:,} clicks in table clicks_per_minute):")
+    for page, minute, n in windowed:
+        print(f"     {time.strftime('%H:%M', time.gmtime(minute / 1000))} UTC  {page:<24} {n:>6,}")
     print(f"4. sluice dlq inspect {events}.dlq")
     subprocess.run(
         [sys.executable, "-m", "sluice", "dlq", "inspect", f"{events}.dlq", "--brokers", BROKERS], check=False
     )
     ok = code == 0 and lag == 0 and outputs + dead >= produced["click"] + produced["malformed"] and dead > 0
-    ok = ok and rows == outputs
+    ok = ok and rows == outputs and counted == rows
     print(
         "   OK: every event processed, nothing lost" if ok else "   FAILED",
         file=sys.stdout if ok else sys.stderr,
