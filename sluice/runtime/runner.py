@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 _S = TypeVar("_S", bound=Step)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
 _COMPACTED = {"cleanup.policy": "compact"}
+# records keep their event time: with time retention, a backlog of old events would be deleted
+# before it is read (Kafka Streams makes the same choice for its repartition topics)
+_REPARTITION = {"retention.ms": "-1", "segment.bytes": str(64 << 20)}
+_PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,8 @@ class Runner:
         self._retry_topics: set[str] = set()
         self._dispatcher: ParallelDispatcher | None = None
         self._delayed: dict[TopicPartitionKey, float] = {}
+        self._repartition_topics: set[str] = set()
+        self._purged: dict[TopicPartitionKey, int] = {}
         self.ready = threading.Event()
         self.metrics_port = metrics_port
         self.metrics: RuntimeMetrics | None = None
@@ -133,8 +139,9 @@ class Runner:
         for source in self.sources:  # an internal source comes after its upstream: its shape is known
             if source.internal:
                 assert source.upstream is not None
+                self._repartition_topics.add(source.topics[0])
                 shape = self._shape_of(source.upstream)
-                infos[source.topics[0]] = admin.ensure(source.topics[0], *shape)
+                infos[source.topics[0]] = admin.ensure(source.topics[0], *shape, _REPARTITION)
             partitions, replication = self._shape_of(source)
             for step in _steps_below(source.root, To):
                 admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
@@ -281,6 +288,7 @@ class Runner:
         stats = self.stats
         metrics = self.metrics
         next_commit = time.monotonic() + opts.commit_interval
+        next_purge = time.monotonic() + _PURGE_INTERVAL
         progress = _Progress(self, opts.progress_interval)
         while not self._stop.is_set():
             msgs = consumer.consume(max_records, 0 if self._paused else poll_timeout)
@@ -318,6 +326,9 @@ class Runner:
             if now >= next_commit:
                 self._commit(asynchronous=True)
                 next_commit = now + opts.commit_interval
+            if self._repartition_topics and now >= next_purge:
+                self._purge_repartition_topics()
+                next_purge = now + _PURGE_INTERVAL
             progress.maybe_log(now)
 
     def _collect(self) -> None:
@@ -602,6 +613,27 @@ class Runner:
             for p in owned:
                 node.close(p, ends[p][1] if p in ends else None)
 
+    def _purge_repartition_topics(self) -> None:
+        """Delete repartition records below the committed offsets (those topics keep records forever)."""
+        committed = self.stats.committed or {}
+        purge = {
+            (t, p): o
+            for (t, p), o in committed.items()
+            if t in self._repartition_topics and o > self._purged.get((t, p), 0)
+        }
+        if not purge:
+            return
+        try:
+            futures = self._admin.client.delete_records(
+                [TopicPartition(t, p, o) for (t, p), o in purge.items()]
+            )
+            for future in futures.values():
+                future.add_done_callback(_log_purge_failure)
+        except KafkaException as exc:
+            logger.info("%s: purging repartition topics: %s", self.name, exc)
+            return
+        self._purged.update(purge)
+
     def _drain(self, partitions: set[TopicPartitionKey], timeout: float) -> None:
         """Serve delivery reports until ``partitions`` have nothing pending, or ``timeout``."""
         assert self._producer is not None
@@ -709,6 +741,12 @@ def _lag(runner: Runner) -> str:
         return str(total)
     except KafkaException:
         return "?"
+
+
+def _log_purge_failure(future) -> None:
+    exc = future.exception()
+    if exc is not None:
+        logger.info("purging a repartition topic failed (retried later): %s", exc)
 
 
 def _steps_below(stream: Stream, kind: type[_S]) -> list[_S]:

@@ -13,6 +13,8 @@ import pytest
 
 from sluice import App
 from sluice.errors import ConfigError
+from sluice.kafka.admin import TopicAdmin
+from sluice.runtime import runner as runner_module
 from tests.apps import running, wait_for
 
 T0 = 1_700_000_000_000  # a minute boundary: 1_700_000_000_000 % 60_000 == 20_000, so windows are offset
@@ -262,8 +264,12 @@ def test_aggregations_refuse_concurrency(kafka, topic_factory, tmp_path):
         app.run(install_signal_handlers=False)
 
 
-def test_per_user_counts_by_window(kafka, topic_factory, tmp_path):
-    """Hopping windows over several keys and partitions (no late records): every (key, window) count."""
+def test_per_user_counts_by_window(kafka, topic_factory, tmp_path, monkeypatch):
+    """Hopping windows over several keys and partitions (no late records): every (key, window) count.
+
+    The consumed part of the repartition topic is purged (its records never expire by time).
+    """
+    monkeypatch.setattr(runner_module, "_PURGE_INTERVAL", 0.5)
     src = topic_factory(partitions=3)
     out = f"out-{uuid.uuid4().hex[:8]}"
     rng = random.Random(3)
@@ -287,6 +293,13 @@ def test_per_user_counts_by_window(kafka, topic_factory, tmp_path):
         # stream time is per partition: one far-future record per repartition partition closes everything
         kafka.produce(src, [event(f"flush-{i}", T0 + 10_000_000) for i in range(16)])
         got = values(kafka.drain(out, expected=len(expected), timeout=60))
+        repartition = f"{app.name}-hop-repartition"
+        admin = TopicAdmin({"bootstrap.servers": kafka.bootstrap})
+        wait_for(
+            lambda: sum(low for low, _ in admin.watermarks(repartition, 3).values()) >= 500,
+            what="consumed repartition records purged",
+            outcome=outcome,
+        )
     counts = {(v["key"], v["start"]): v["value"] for v in got}
     assert len(counts) == len(got), "a window was reported twice"
     assert counts == dict(expected)
