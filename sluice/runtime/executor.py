@@ -450,6 +450,15 @@ class Executor:
         """Run one deserialized record through the whole graph (a worker's unit of work)."""
         self._run_nodes(plan.nodes, [record], batch)
 
+    def flush_state(self) -> None:
+        """Write the aggregations' buffered states to their changelogs (before a commit, revoke, stop)."""
+        for node in self.aggregates:
+            node.flush()
+
+    @property
+    def state_failure(self) -> Exception | None:
+        return next((n.fatal for n in self.aggregates if n.fatal is not None), None)
+
     def close_sinks(self) -> None:
         """Close the batch sinks that have a ``close()``, and the event loop of async steps."""
         self.async_bridge.close()

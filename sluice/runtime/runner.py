@@ -324,6 +324,7 @@ class Runner:
             if metrics is not None:
                 metrics.last_loop = now
             if now >= next_commit:
+                executor.flush_state()  # acknowledged by a later commit
                 self._commit(asynchronous=True)
                 next_commit = now + opts.commit_interval
             if self._repartition_topics and now >= next_purge:
@@ -337,6 +338,9 @@ class Runner:
             self._dispose_refused_outputs()
         if self._router is not None and self._router.fatal is not None:
             self._fatal = self._router.fatal
+            return
+        if self._executor is not None and self._executor.state_failure is not None:
+            self._fatal = self._executor.state_failure
             return
         if self._dispatcher is not None and self._dispatcher.fatal is not None:
             exc = self._dispatcher.fatal
@@ -546,6 +550,8 @@ class Runner:
         self.stats.rebalances += 1
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
+        if self._executor is not None:
+            self._executor.flush_state()
         self._drain(revoked, self.options.revoke_timeout)
         if self._dispatcher is not None:
             self._dispatcher.drop(revoked)
@@ -655,6 +661,8 @@ class Runner:
     def _shutdown(self) -> bool:
         consumer, producer = self._consumer, self._producer
         clean = True
+        if self._executor is not None and self._fatal is None:
+            self._executor.flush_state()
         if self._dispatcher is not None:
             if self._fatal is None:
                 self._drain(set(self._assigned), self.options.shutdown_timeout)

@@ -38,7 +38,9 @@ STREAM_TIME_KEY = b"\x00sluice.stream-time"
 META_HEADER = "sluice.meta"
 #: header of repartition records: how the group key was serialized ("str", "json", "bytes")
 KEY_TYPE_HEADER = "sluice.key"
-_USER_STATE = {"agg", "reduce"}  # accumulators the user builds: checked to be JSON per record
+_USER_STATE = {"agg", "reduce"}
+FLUSH_RECORDS = 20_000  # buffered changelog states that trigger a flush before the commit interval
+FLUSH_BATCHES = 64  # accumulators the user builds: checked to be JSON per record
 
 
 def changelog_topic(app: str, store: str) -> str:
@@ -86,6 +88,35 @@ class _Pass:
         self.changed: set[bytes] = set()
 
 
+class _Flush:
+    """One flush of an aggregation's changelog buffer: releases its held batches once all is acknowledged."""
+
+    __slots__ = ("held", "node", "remaining")
+
+    def __init__(self, node: AggregateNode, held: list[tuple[Batch, Any]], records: int) -> None:
+        self.node = node
+        self.held = held
+        self.remaining = records
+
+    def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            # the state of these batches is not durable: stop; their offsets are never committed
+            if self.node.fatal is None:
+                self.node.fatal = SluiceError(
+                    f"writing the changelog {self.node.changelog} failed: {err.str()}; "
+                    "stopping before committing offsets whose state it does not hold"
+                )
+            return
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.release()
+
+    def release(self) -> None:
+        for batch, trigger in self.held:
+            batch.on_delivery(trigger, None, None)
+        self.held = []
+
+
 class AggregateNode:
     """One ``Aggregate`` step of the graph and its store partitions."""
 
@@ -111,6 +142,12 @@ class AggregateNode:
         self._poll = poll
         self._router = router
         self._late_logged = 0.0
+        self._buffer: dict[int, dict[bytes, bytes | None]] = {}
+        self._stream_times: dict[int, int] = {}
+        self._held: list[tuple[Batch, Any]] = []
+        self.buffered = 0
+        #: a changelog write failed: the runtime stops
+        self.fatal: SluiceError | None = None
 
     # ------------------------------------------------------------------ store lifecycle
     def open(self, partition: int, consumer_config: dict[str, Any], timeout: float) -> None:
@@ -257,13 +294,43 @@ class AggregateNode:
     def _write_changelog(
         self, partition: int, ctx: _Pass, blobs: dict[bytes, bytes | None], trigger: Any, batch: Batch
     ) -> None:
-        on_delivery = partial(batch.on_delivery, trigger)
-        records: list[tuple[bytes, bytes | None, Any]] = [(kb, blob, None) for kb, blob in blobs.items()]
-        if ctx.stream_time != ctx.store.logged_stream_time:
-            records.append((STREAM_TIME_KEY, str(ctx.stream_time).encode(), [(META_HEADER, b"stream-time")]))
-            ctx.store.logged_stream_time = ctx.stream_time
-        batch.expect(len(records))
-        for kb, blob, headers in records:
+        """Buffer the pass's changed states for the changelog; the batch waits for their flush."""
+        buffer = self._buffer.setdefault(partition, {})
+        buffer.update(blobs)
+        self._stream_times[partition] = ctx.stream_time
+        batch.expect(1)  # released once the changelog holds this pass's states
+        self._held.append((batch, trigger))
+        self.buffered = sum(len(b) for b in self._buffer.values())
+        if self.buffered >= FLUSH_RECORDS or len(self._held) >= FLUSH_BATCHES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Produce the buffered states (the last of each key) to the changelog.
+
+        The batches held since the last flush are released when every record is
+        acknowledged: their offsets are committed only once the changelog can restore
+        the state they produced. Buffering over a commit interval writes a key changed
+        by many batches once.
+        """
+        if not self._held:
+            return
+        records: list[tuple[int, bytes, bytes | None, Any]] = [
+            (p, kb, blob, None) for p, blobs in self._buffer.items() for kb, blob in blobs.items()
+        ]
+        for p, stream_time in self._stream_times.items():
+            store = self.stores.get(p)
+            if store is not None and stream_time != store.logged_stream_time:
+                records.append(
+                    (p, STREAM_TIME_KEY, str(stream_time).encode(), [(META_HEADER, b"stream-time")])
+                )
+                store.logged_stream_time = stream_time
+        flush = _Flush(self, self._held, len(records))
+        self._buffer, self._stream_times, self._held, self.buffered = {}, {}, [], 0
+        if not records:
+            flush.release()
+            return
+        on_delivery = flush.on_delivery
+        for partition, kb, blob, headers in records:
             while True:
                 try:
                     self._produce(
