@@ -76,7 +76,9 @@ class Aggregation:
     @classmethod
     def reduce(cls, fn: Callable[[Any, Any], Any]) -> Aggregation:
         # the first value becomes the accumulator: a copy, as fn may change it in place
-        return cls("reduce", _identity, list, lambda acc, v: [fn(acc[0], v)] if acc else [copy.deepcopy(v)], _first)
+        return cls(
+            "reduce", _identity, list, lambda acc, v: [fn(acc[0], v)] if acc else [copy.deepcopy(v)], _first
+        )
 
     @classmethod
     def agg(cls, init: Any, fn: Callable[[Any, Any], Any]) -> Aggregation:

@@ -8,7 +8,7 @@ Semantics (those of Kafka Streams):
 
 - **tumbling** ``size``: windows ``[k*size, (k+1)*size)`` aligned to the epoch.
 - **hopping** ``size``, ``step``: windows ``[k*step, k*step + size)`` with ``k*step >= 0``;
-  a record is in every window that contains it.
+  a record is in every window that contains it (``size`` need not be a multiple of ``step``).
 - **sliding** ``size`` (the largest time difference): every record ``t`` defines the
   window ``[t - size, t]`` (both ends included), and ``[t + 1, t + 1 + size]`` when
   another record falls in it; a window holds every record whose time is in it.
@@ -18,9 +18,23 @@ Semantics (those of Kafka Streams):
   them. Reported as ``[first, last + 1)``.
 
 Stream time is the largest timestamp seen (per partition). A window closes when
-``end + grace <= stream time`` (a session when ``last + 1 + gap + grace <=`` it); a
-record whose every window is closed is late and changes nothing. Values are folded
-in arrival order.
+``end + grace <= stream time`` (``end`` as reported; a session when
+``last + 1 + gap + grace <=`` it) and is then final: no record changes it any more.
+A record whose every window is closed is late and changes nothing; otherwise it goes
+into those of its windows still open (hopping: the closed ones are left as they
+were). Precisely, a record is late when:
+
+- tumbling, hopping: every window holding it is closed;
+- sliding: its own window ``[t - size, t]`` is closed (``t + 1 + grace <= stream time``),
+  even if a later window holding it is still open (every window holding it is open
+  otherwise);
+- session: the session it would form, merged with the group's *open* sessions, is
+  closed. A closed session is never merged again, whether or not it was reported yet:
+  a record within ``gap`` of it starts (or joins) another session. Kafka Streams would
+  merge it while the session is still in its store, reopening a window it may already
+  have reported final; here the result does not depend on when windows are reported.
+
+Values are folded in arrival order.
 """
 
 from __future__ import annotations
@@ -274,10 +288,15 @@ class _Sliding(GroupLogic):
         return {**state, "e": kept, "c": stream_time}, out
 
     def next_close(self, state: State) -> int | None:
+        w = self.windows
+        assert w is not None
         reported = state.get("c", 0)
         times = [self._close_time(s) for s in self.window_starts(t for t, _ in state["e"])]
         later = [t for t in times if t > reported]
-        return min(later) if later else None
+        # also when the oldest record can go (no later record can share a window with it):
+        # without it, a state whose windows all closed would never be dropped
+        later.append(min(t for t, _ in state["e"]) + w.size + 2 + w.grace)
+        return min(later)
 
 
 class _Session(GroupLogic):
@@ -294,7 +313,8 @@ class _Session(GroupLogic):
         w = self.windows
         assert w is not None
         sessions = state["s"] if state is not None else []
-        merged = [s for s in sessions if s[0] - w.size <= ts <= s[1] + w.size]
+        # a closed session is final, reported or not yet (close() runs after the batch)
+        merged = [s for s in sessions if s[0] - w.size <= ts <= s[1] + w.size and self._end(s) > stream_time]
         first = min([ts, *(s[0] for s in merged)])
         last = max([ts, *(s[1] for s in merged)])
         if last + 1 + w.size + w.grace <= stream_time:
