@@ -45,7 +45,7 @@ from benchmarks._kafka import BROKERS, create_topics, delete_topics, unique_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
-T0 = 1_700_000_040_000  # a minute boundary
+T0 = int(time.time() * 1000) // 60_000 * 60_000 - 3_600_000  # a minute boundary, an hour ago
 SPAN_MS = 600_000
 
 STATELESS = """

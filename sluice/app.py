@@ -49,7 +49,14 @@ class App:
         auto_offset_reset: where a new group starts: ``"earliest"`` (default, as Kafka
             Streams: nothing already in the topic is skipped), ``"latest"``, ``"error"``.
         max_poll_records: records per consumed batch (default 1000).
-        commit_interval: how often completed offsets are committed (default ``"1s"``).
+        commit_interval: how often completed offsets are committed (default ``"1s"``; with
+            ``guarantee="exactly_once"``, how often the transaction commits: default ``"100ms"``).
+        guarantee: ``"at_least_once"`` (default: a crash may repeat records, never loses one)
+            or ``"exactly_once"``: outputs, changelog and dead-letter records and the consumed
+            offsets commit together in Kafka transactions; read outputs with
+            ``isolation.level=read_committed``. Sinks outside Kafka cannot join a transaction:
+            this mode accepts only idempotent ones (``sinks.sqlite/postgres(..., key=...)``, or
+            ``sink(fn, idempotent=True)``).
         max_in_flight: records consumed but not finished (processing or awaiting
             acknowledgement) before partitions are paused (default 20,000): memory stays
             bounded whatever the backlog.
@@ -98,7 +105,7 @@ class App:
         group_id: str | None = None,
         auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
         max_poll_records: int = 1000,
-        commit_interval: str | float = "1s",
+        commit_interval: str | float | None = None,
         max_in_flight: int = 20_000,
         value_deserializer: Callable[[bytes], Any] | None = None,
         key_deserializer: Callable[[bytes], Any] | None = None,
@@ -111,6 +118,7 @@ class App:
         ordering: Literal["key", "partition", "unordered"] = "key",
         metrics_port: int | None = None,
         state_dir: str | Path | None = None,
+        guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
         **options: Any,
     ) -> None:
         options.update(
@@ -128,7 +136,15 @@ class App:
         if ordering not in ORDERINGS:
             msg = f"ordering={ordering!r} must be one of {', '.join(map(repr, ORDERINGS))}"
             raise ConfigError(msg)
+        if guarantee not in ("at_least_once", "exactly_once"):
+            msg = f"guarantee={guarantee!r} must be 'at_least_once' or 'exactly_once'"
+            raise ConfigError(msg)
+        exactly_once = guarantee == "exactly_once"
+        if commit_interval is None:
+            commit_interval = "100ms" if exactly_once else "1s"
+        self.guarantee = guarantee
         self.options = RuntimeOptions(
+            exactly_once=exactly_once,
             concurrency=concurrency,
             ordering=ordering,
             commit_interval=parse_duration(commit_interval, "commit_interval"),

@@ -227,9 +227,12 @@ class Sink(Step):
     """Call ``fn(value)`` for each record (a side effect); the records pass on unchanged.
 
     A batch sink (``fn.write_batch``) is driven by the runtime, which knows where rows come from.
+    ``idempotent``: writing a record twice leaves the same result (None: the sink's own
+    ``idempotent`` attribute says, else unknown); exactly-once mode requires it.
     """
 
     fn: Callable[[Any], Any]
+    idempotent: bool | None = None
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn = self.fn

@@ -286,13 +286,21 @@ class Stream(Aggregations):
             name,
         )
 
-    def sink(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
+    def sink(
+        self,
+        fn: Callable[[Any], Any],
+        *,
+        idempotent: bool | None = None,
+        name: str | None = None,
+        on_error: OnError = None,
+    ) -> Stream:
         """Call ``fn(value)`` for every record (``print``, a database write...).
 
         ``fn`` may also be a batch sink (an object with ``write_batch(rows)``, see
         ``sluice.dataflow.sinks``), called once per consumed batch. The record's offset is
         committed only after ``fn`` returned for it and for every earlier record of its
-        partition.
+        partition. ``idempotent=True`` says that writing a record twice changes nothing
+        (an upsert): ``guarantee="exactly_once"`` accepts only such sinks.
 
         Example:
             >>> from sluice.testing import run_steps
@@ -305,7 +313,7 @@ class Stream(Aggregations):
         if not hasattr(fn, "write_batch"):
             self._check_fn(fn, "sink")
         policy = coerce_policy(on_error, "sink")
-        return self._add(lambda label: Sink(label, fn, on_error=policy), "sink", fn, name)
+        return self._add(lambda label: Sink(label, fn, idempotent, on_error=policy), "sink", fn, name)
 
     def to(
         self,

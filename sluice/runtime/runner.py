@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sluice.dataflow import MapBatch, Source, Step, Stream, To
+from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.steps import Aggregate
 from sluice.errors import ConfigError, SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
@@ -36,6 +36,8 @@ from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
 from sluice.runtime.stateful import changelog_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
+from sluice.runtime.transactions import TransactionAborted, Transactions, transactional_id
+from sluice.state.slots import Slot, claim_slot
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 
@@ -47,6 +49,7 @@ _COMPACTED = {"cleanup.policy": "compact"}
 # before it is read (Kafka Streams makes the same choice for its repartition topics)
 _REPARTITION = {"retention.ms": "-1", "segment.bytes": str(64 << 20)}
 _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
+_TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,7 @@ class RuntimeOptions:
     poll_timeout: float = 0.1
     concurrency: int = 1
     ordering: str = "key"
+    exactly_once: bool = False
 
 
 @dataclass
@@ -124,6 +128,11 @@ class Runner:
         self._dispatcher: ParallelDispatcher | None = None
         self._delayed: dict[TopicPartitionKey, float] = {}
         self._repartition_topics: set[str] = set()
+        self._txn: Transactions | None = None
+        self._slot: Slot | None = None  # this process's state directory (and transactional id)
+        #: exactly-once: per partition, the next offset to consume, and where the open transaction began
+        self._positions: dict[TopicPartitionKey, int] = {}
+        self._txn_start: dict[TopicPartitionKey, int] = {}
         self._purged: dict[TopicPartitionKey, int] = {}
         self.ready = threading.Event()
         self.metrics_port = metrics_port
@@ -133,6 +142,7 @@ class Runner:
     def _prepare_topics(self) -> list[str]:
         admin = self._admin
         self._check_stateful()
+        self._check_exactly_once()
         topics = [t for s in self.sources for t in s.topics]
         infos = admin.require_sources([t for s in self.sources if not s.internal for t in s.topics])
         self._topics = infos
@@ -168,6 +178,33 @@ class Runner:
             max(infos[t].replication for t in source.topics),
         )
 
+    def _check_exactly_once(self) -> None:
+        if not self.options.exactly_once:
+            return
+        for source in self.sources:
+            for step in _steps_below(source.root, Sink):
+                idempotent = step.idempotent
+                if idempotent is None:
+                    idempotent = bool(getattr(step.fn, "idempotent", False))
+                if not idempotent:
+                    msg = (
+                        f"{step.name}: a sink outside Kafka cannot join a Kafka transaction, so with "
+                        "guarantee='exactly_once' a replay after a crash writes its records again; use an "
+                        "idempotent sink (sinks.sqlite/postgres(..., key=...): upserts), or sink(fn, "
+                        "idempotent=True) if yours is (effectively-once)"
+                    )
+                    raise ConfigError(msg)
+        if self.options.concurrency > 1:
+            msg = (
+                "guarantee='exactly_once' runs on the poll thread: use concurrency=1 (scale out with workers)"
+            )
+            raise ConfigError(msg)
+        if any(p.retry_topics for p in self._policies()):
+            msg = (
+                "guarantee='exactly_once' does not support retry topics: use retries and a dead-letter topic"
+            )
+            raise ConfigError(msg)
+
     def _check_stateful(self) -> None:
         steps = [s for source in self.sources for s in _steps_below(source.root, Aggregate)]
         if not steps:
@@ -198,9 +235,19 @@ class Runner:
         return policies
 
     def _make_clients(self) -> None:
+        transactional: dict[str, object] = {}
+        consumer_extra: dict[str, object] = {}
+        if self.options.exactly_once:
+            assert self._slot is not None
+            transactional = {
+                "transactional.id": transactional_id(self.name, self._slot),
+                "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
+            }
+            consumer_extra = {"isolation.level": "read_committed"}
         self._producer = Producer(
             {
                 **self.settings.producer_config(),
+                **transactional,
                 "logger": _librdkafka_logger,
                 "error_cb": self._on_client_error,
             }
@@ -208,6 +255,7 @@ class Runner:
         self._consumer = Consumer(
             {
                 **self.settings.consumer_config(),
+                **consumer_extra,
                 "logger": _librdkafka_logger,
                 "error_cb": self._on_client_error,
                 "on_commit": self._on_commit,
@@ -231,6 +279,15 @@ class Runner:
 
     def _run(self) -> bool:
         topics = self._prepare_topics()
+        if self.options.exactly_once or any(_steps_below(s.root, Aggregate) for s in self.sources):
+            self._slot = claim_slot(self.state_dir)
+        try:
+            return self._run_claimed(topics)
+        finally:
+            if self._slot is not None:
+                self._slot.release()
+
+    def _run_claimed(self, topics: list[str]) -> bool:
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
         self._router = FailureRouter(
@@ -242,13 +299,16 @@ class Runner:
             self._topic_shape,
         )
         self.stats.failures = self._router
+        if self.options.exactly_once:
+            self._txn = Transactions(self._producer, self.options.shutdown_timeout)
+            self._txn.start()
         executor = self._executor = Executor(
             self.sources,
             self._producer.produce,
             self._producer.poll,
             self._router,
             app=self.name,
-            state_dir=self.state_dir,
+            state_dir=self._slot.directory if self._slot is not None else self.state_dir,
         )
         if self.options.concurrency > 1:
             self._dispatcher = ParallelDispatcher(
@@ -324,8 +384,11 @@ class Runner:
             if metrics is not None:
                 metrics.last_loop = now
             if now >= next_commit:
-                executor.flush_state()  # acknowledged by a later commit
-                self._commit(asynchronous=True)
+                if self._txn is not None:
+                    self._commit_transaction()
+                else:
+                    executor.flush_state()  # acknowledged by a later commit
+                    self._commit(asynchronous=True)
                 next_commit = now + opts.commit_interval
             if self._repartition_topics and now >= next_purge:
                 self._purge_repartition_topics()
@@ -334,6 +397,16 @@ class Runner:
 
     def _collect(self) -> None:
         """Dispose of refused outputs, then move newly committable offsets into the pending commit."""
+        if self._failed_batches and self._txn is not None:
+            # redoing the transaction would meet the same refusal: stop, with nothing past the last commit
+            _source, err, out = self._failed_batches[0].failures[0]
+            self._failed_batches.clear()
+            topic = out.topic() if out is not None else "?"
+            self._fatal = SluiceError(
+                f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
+                "and stops (nothing after the last committed transaction is visible to read_committed readers)"
+            )
+            return
         if self._failed_batches:
             self._dispose_refused_outputs()
         if self._router is not None and self._router.fatal is not None:
@@ -396,7 +469,12 @@ class Runner:
         else:
             executor.run(msgs, batch)
         batch.seal()
-        self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in msgs})
+        next_offsets = {(m.topic(), m.partition()): m.offset() + 1 for m in msgs}
+        self.tracker.add(batch, next_offsets)
+        if self._txn is not None:
+            for m in msgs:  # where each partition's part of the open transaction starts
+                self._txn_start.setdefault((m.topic(), m.partition()), m.offset())
+            self._positions.update(next_offsets)
 
     def _dispatch(self, executor: Executor, msgs: list) -> None:
         """Hand one consumed batch to the worker threads (concurrency>1)."""
@@ -541,6 +619,8 @@ class Runner:
             self._open_stores(partitions)
         except SluiceError as exc:
             self._fatal = exc
+        except Exception as exc:  # noqa: BLE001 - e.g. a store that cannot be opened: stop, say why
+            self._fatal = SluiceError(f"opening the state stores of {_fmt(partitions)} failed: {exc}")
         if self._paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
@@ -550,6 +630,11 @@ class Runner:
         self.stats.rebalances += 1
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
+        if self._txn is not None:
+            committed = self._fatal is None and self._commit_transaction()
+            self._close_stores(revoked, clean=committed)
+            self._forget(revoked)
+            return
         if self._executor is not None:
             self._executor.flush_state()
         self._drain(revoked, self.options.revoke_timeout)
@@ -568,6 +653,12 @@ class Runner:
         logger.warning(
             "%s: partitions lost (their uncommitted records will be redone): %s", self.name, _fmt(partitions)
         )
+        if self._txn is not None and self._fatal is None:
+            # the open transaction holds their records; another worker redoes them: drop it all
+            self._close_stores(lost, clean=False)
+            self._forget(lost)
+            self._abort_transaction("partitions lost")
+            return
         if self._dispatcher is not None:
             self._dispatcher.drop(lost)
         self._close_stores(lost, clean=False)
@@ -575,6 +666,74 @@ class Runner:
         self._assigned -= lost
         for tp in lost:
             self._to_commit.pop(tp, None)
+
+    # ------------------------------------------------------------------ exactly-once
+    def _commit_transaction(self) -> bool:
+        """Commit the open transaction with the consumed positions; on an abortable error, redo it."""
+        assert self._txn is not None and self._consumer is not None and self._executor is not None
+        if not self._txn_start:
+            return True  # nothing consumed since the last commit
+        self._executor.flush_state()
+        offsets = [
+            TopicPartition(t, p, o) for (t, p), o in self._positions.items() if (t, p) in self._txn_start
+        ]
+        try:
+            self._txn.commit(offsets, self._consumer.consumer_group_metadata())
+        except TransactionAborted as exc:
+            self._rewind(f"the transaction was aborted: {exc}")
+            return False
+        except SluiceError as exc:
+            self._fatal = exc
+            return False
+        self._txn_start.clear()
+        self.stats.commits += 1
+        committed = self.stats.committed
+        for tp in offsets:
+            committed[(tp.topic, tp.partition)] = tp.offset
+        return True
+
+    def _abort_transaction(self, why: str) -> None:
+        assert self._txn is not None
+        try:
+            self._txn.abort()
+        except SluiceError as exc:
+            self._fatal = exc
+            return
+        self._rewind(why)
+
+    def _rewind(self, why: str) -> None:
+        """After an abort: back to where the transaction began, with the state it began with."""
+        assert self._txn is not None and self._consumer is not None and self._executor is not None
+        logger.warning("%s: %s; redoing its records from the last committed position", self.name, why)
+        for node in self._executor.aggregates:
+            node.discard_buffer()
+        assigned = [TopicPartition(t, p) for t, p in self._assigned]
+        self._close_stores(None, clean=False)
+        try:
+            self._open_stores(assigned)  # restored from the committed changelog
+        except SluiceError as exc:
+            self._fatal = exc
+            return
+        for (t, p), start in self._txn_start.items():
+            if (t, p) in self._assigned:
+                self._consumer.seek(TopicPartition(t, p, start))
+                self._positions[(t, p)] = start
+        self._txn_start.clear()
+        # the aborted batches' purged outputs report errors: they no longer count for anything
+        for batch in self.tracker.batches():
+            batch.registry = None
+        self._failed_batches.clear()
+        self.tracker = OffsetTracker()
+        self._txn.restart()
+
+    def _forget(self, partitions: set[TopicPartitionKey]) -> None:
+        self.tracker.forget(partitions)
+        self._assigned -= partitions
+        for tp in partitions:
+            self._delayed.pop(tp, None)
+            self._to_commit.pop(tp, None)
+            self._positions.pop(tp, None)
+            self._txn_start.pop(tp, None)
 
     # ------------------------------------------------------------------ state stores
     def _open_stores(self, partitions: list[TopicPartition]) -> None:
@@ -661,6 +820,23 @@ class Runner:
     def _shutdown(self) -> bool:
         consumer, producer = self._consumer, self._producer
         clean = True
+        if self._txn is not None:
+            if self._fatal is None and self._txn.open:
+                clean = self._commit_transaction()
+            elif self._txn.open:
+                try:
+                    self._txn.abort()
+                except SluiceError as exc:
+                    logger.warning("%s: %s", self.name, exc)
+            self._close_stores(None, clean=clean and self._fatal is None)
+            if consumer is not None:
+                try:
+                    consumer.close()
+                except (KafkaException, RuntimeError) as exc:
+                    logger.warning("%s: closing the consumer: %s", self.name, exc)
+            if self._executor is not None:
+                self._executor.close_sinks()
+            return clean and self._fatal is None
         if self._executor is not None and self._fatal is None:
             self._executor.flush_state()
         if self._dispatcher is not None:

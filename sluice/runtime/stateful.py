@@ -91,14 +91,17 @@ class _Pass:
 class _Flush:
     """One flush of an aggregation's changelog buffer: releases its held batches once all is acknowledged."""
 
-    __slots__ = ("held", "node", "remaining")
+    __slots__ = ("cancelled", "held", "node", "remaining")
 
     def __init__(self, node: AggregateNode, held: list[tuple[Batch, Any]], records: int) -> None:
         self.node = node
         self.held = held
         self.remaining = records
+        self.cancelled = False
 
     def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if self.cancelled:
+            return
         if err is not None:
             # the state of these batches is not durable: stop; their offsets are never committed
             if self.node.fatal is None:
@@ -145,6 +148,7 @@ class AggregateNode:
         self._buffer: dict[int, dict[bytes, bytes | None]] = {}
         self._stream_times: dict[int, int] = {}
         self._held: list[tuple[Batch, Any]] = []
+        self._flushes: list[_Flush] = []
         self.buffered = 0
         #: a changelog write failed: the runtime stops
         self.fatal: SluiceError | None = None
@@ -304,6 +308,13 @@ class AggregateNode:
         if self.buffered >= FLUSH_RECORDS or len(self._held) >= FLUSH_BATCHES:
             self.flush()
 
+    def discard_buffer(self) -> None:
+        """Forget buffered states, held batches and flushes in flight (their transaction was aborted)."""
+        self._buffer, self._stream_times, self._held, self.buffered = {}, {}, [], 0
+        for flush in self._flushes:
+            flush.cancelled = True
+        self._flushes = []
+
     def flush(self) -> None:
         """Produce the buffered states (the last of each key) to the changelog.
 
@@ -325,6 +336,8 @@ class AggregateNode:
                 )
                 store.logged_stream_time = stream_time
         flush = _Flush(self, self._held, len(records))
+        self._flushes = [f for f in self._flushes if f.remaining and not f.cancelled]
+        self._flushes.append(flush)
         self._buffer, self._stream_times, self._held, self.buffered = {}, {}, [], 0
         if not records:
             flush.release()

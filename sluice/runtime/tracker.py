@@ -100,6 +100,10 @@ class OffsetTracker:
             self.in_flight -= batches.popleft().size
         return out
 
+    def batches(self) -> list[Batch]:
+        """The batches not done yet, oldest first."""
+        return list(self._batches)
+
     def pending_for(self, partitions: set[TopicPartitionKey]) -> int:
         """How many batches still hold back one of ``partitions``."""
         return sum(len(self._queues.get(tp, ())) for tp in partitions)

@@ -112,6 +112,8 @@ class PostgresSink:
         self.table = table
         self._ident = sql.Identifier(*parts)
         self.key = _key_tuple(key, label)
+        #: upserts by key: writing a record again changes nothing (exactly-once accepts it)
+        self.idempotent = bool(self.key)
         self.schema = kinds_from_schema(schema, label) if schema is not None else None
         if self.schema is not None and self.key:
             missing = [k for k in self.key if k not in dict(self.schema)]

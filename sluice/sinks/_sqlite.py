@@ -100,6 +100,8 @@ class SqliteSink:
         self.path = os.fspath(path)
         self.table = table
         self.key = _key_tuple(key, where)
+        #: upserts by key: writing a record again changes nothing (exactly-once accepts it)
+        self.idempotent = bool(self.key)
         self.schema = kinds_from_schema(schema, where) if schema is not None else None
         if self.schema is not None and self.key:
             missing = [k for k in self.key if k not in dict(self.schema)]

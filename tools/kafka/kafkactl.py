@@ -158,7 +158,10 @@ def _common_config(node: Node) -> dict[str, str]:
         "offsets.topic.num.partitions": "8",
         "transaction.state.log.num.partitions": "8",
         "log.segment.bytes": str(64 * 1024 * 1024),
-        "log.retention.hours": "24",
+        # no time retention: tests and benchmarks write records with fixed, old event times
+        # (windows, replays), which time retention would delete mid-run, active segment included
+        "log.retention.ms": "-1",
+        "log.retention.bytes": str(2 * 1024**3),
         "num.network.threads": "3",
         "num.io.threads": "4",
         "socket.request.max.bytes": str(200 * 1024 * 1024),
