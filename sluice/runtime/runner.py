@@ -749,9 +749,9 @@ class Runner:
             "logger": _librdkafka_logger,
         }
         for node in self._executor.aggregates:
-            for tp in partitions:
-                if tp.topic in node.input_topics:
-                    node.open(tp.partition, config, self.options.revoke_timeout)
+            mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
+            if mine:
+                node.open(mine, config, self.options.revoke_timeout)
 
     def _close_stores(self, partitions: set[TopicPartitionKey] | None, clean: bool) -> None:
         """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""

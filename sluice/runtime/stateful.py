@@ -40,7 +40,9 @@ META_HEADER = "sluice.meta"
 KEY_TYPE_HEADER = "sluice.key"
 _USER_STATE = {"agg", "reduce"}
 FLUSH_RECORDS = 20_000  # buffered changelog states that trigger a flush before the commit interval
-FLUSH_BATCHES = 64  # accumulators the user builds: checked to be JSON per record
+FLUSH_BATCHES = 64
+STATE_CACHE = 50_000  # decoded group states kept per partition between batches
+_MISSING = object()  # accumulators the user builds: checked to be JSON per record
 
 
 def changelog_topic(app: str, store: str) -> str:
@@ -154,21 +156,30 @@ class AggregateNode:
         self.fatal: SluiceError | None = None
 
     # ------------------------------------------------------------------ store lifecycle
-    def open(self, partition: int, consumer_config: dict[str, Any], timeout: float) -> None:
-        """Open the store of ``partition`` and bring it up to the changelog's end."""
-        if partition in self.stores:
+    def open(self, partitions: list[int], consumer_config: dict[str, Any], timeout: float) -> None:
+        """Open the stores of ``partitions`` and bring them up to the changelog's end."""
+        new = {p: PartitionStore(self.directory / str(p)) for p in partitions if p not in self.stores}
+        if not new:
             return
-        store = PartitionStore(self.directory / str(partition))
         started = time.monotonic()
-        restored = restore(self.logic, store, self.changelog, partition, consumer_config, timeout)
-        self.stores[partition] = store
+        try:
+            counts = restore(self.logic, new, self.changelog, consumer_config, timeout)
+        except BaseException:
+            for store in new.values():
+                store.close(None)
+            raise
+        self.stores.update(new)
+        restored = sum(counts.values())
         if restored:
             elapsed = time.monotonic() - started
+            for p, n in sorted(counts.items()):
+                if n:
+                    logger.info("state %s[%d]: restored %d changelog records", self.step.store, p, n)
             logger.info(
-                "state %s[%d]: restored %d changelog records in %.1fs (%.0f/s)",
+                "state %s: restored %d changelog records of %d partitions in %.1fs (%.0f/s)",
                 self.step.store,
-                partition,
                 restored,
+                len(new),
                 elapsed,
                 restored / elapsed if elapsed else 0.0,
             )
@@ -249,8 +260,10 @@ class AggregateNode:
     def _load(self, ctx: _Pass, kb: bytes) -> State | None:
         if kb in ctx.states:
             return ctx.states[kb]
-        raw = ctx.store.get(kb)
-        state = self.logic.from_json(orjson.loads(raw)) if raw is not None else None
+        state = ctx.store.cache.get(kb, _MISSING)
+        if state is _MISSING:
+            raw = ctx.store.get(kb)
+            state = self.logic.from_json(orjson.loads(raw)) if raw is not None else None
         ctx.states[kb] = state
         ctx.loaded_close[kb] = state.get("x") if state is not None else None
         return state
@@ -274,6 +287,11 @@ class AggregateNode:
                 moves.append((kb, old, new))
                 ctx.loaded_close[kb] = new
         ctx.store.apply(blobs, moves, ctx.stream_time if ctx.stream_time != ctx.store.stream_time else None)
+        cache = ctx.store.cache
+        if len(cache) + len(blobs) > STATE_CACHE:
+            cache.clear()  # bounded memory: the store on disk has them all
+        for kb in blobs:
+            cache[kb] = ctx.states[kb]
         ctx.changed.clear()
         return blobs
 
@@ -416,69 +434,113 @@ def _key_out(key: Any, meta: Any) -> Any:
 
 def restore(
     logic: GroupLogic,
-    store: PartitionStore,
+    stores: dict[int, PartitionStore],
     changelog: str,
-    partition: int,
     consumer_config: dict[str, Any],
     timeout: float,
-) -> int:
-    """Apply the changelog of ``partition`` from the store's checkpoint to its end; return the records read."""
+) -> dict[int, int]:
+    """Apply the changelog to ``stores`` (by partition), each from its checkpoint to the end.
+
+    One consumer reads every partition at once. Returns the records read per partition.
+    """
     consumer = Consumer({**consumer_config, "enable.partition.eof": True})
     try:
-        tp = TopicPartition(changelog, partition)
-        try:
-            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-        except KafkaException as exc:
-            msg = f"reading the end of changelog {changelog}[{partition}] failed: {exc.args[0].str()}"
-            raise KafkaUnavailableError(msg) from exc
-        start = store.restored_to
-        if start is None or not low <= start <= high:
-            start = low
-            store.reset()
-        if start >= high:
-            return 0
-        consumer.assign([TopicPartition(changelog, partition, start)])
-        count = 0
-        position = start
-        last_progress = time.monotonic()
-        while position < high:
-            msgs = consumer.consume(1000, 0.5)
-            states: dict[bytes, bytes | None] = {}
-            moves: list[tuple[bytes, int | None, int | None]] = []
-            stream_time = None
-            closes: dict[bytes, int | None] = {}  # index entries as this chunk leaves them
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        position = max(position, m.offset())
-                        continue
-                    msg = f"restoring {changelog}[{partition}] failed: {err.str()}"
-                    raise KafkaUnavailableError(msg)
-                position = m.offset() + 1
-                count += 1
-                if m.headers() and any(name == META_HEADER for name, _ in m.headers()):
-                    stream_time = int(m.value())
-                    continue
-                kb, blob = m.key(), m.value()
-                if kb in closes:
-                    old_close = closes[kb]
-                else:
-                    old = store.get(kb)
-                    old_close = orjson.loads(old).get("x") if old is not None else None
-                new_close = orjson.loads(blob).get("x") if blob is not None else None
-                states[kb] = blob
-                closes[kb] = new_close
-                if old_close != new_close:
-                    moves.append((kb, old_close, new_close))
-            if states or stream_time is not None:
-                store.apply(states, moves, stream_time)
-            if msgs:
-                last_progress = time.monotonic()
-            elif time.monotonic() - last_progress > timeout:
-                msg = f"restoring {changelog}[{partition}] made no progress for {timeout:.0f}s at offset {position} of {high}"
-                raise KafkaUnavailableError(msg)
-        store.logged_stream_time = store.stream_time
-        return count
+        todo: dict[int, int] = {}  # partition -> end offset
+        starts: list[TopicPartition] = []
+        for partition, store in stores.items():
+            try:
+                low, high = consumer.get_watermark_offsets(
+                    TopicPartition(changelog, partition), timeout=timeout, cached=False
+                )
+            except KafkaException as exc:
+                msg = f"reading the end of changelog {changelog}[{partition}] failed: {exc.args[0].str()}"
+                raise KafkaUnavailableError(msg) from exc
+            start = store.restored_to
+            if start is None or not low <= start <= high:
+                start = low
+                store.reset()
+            if start < high:
+                todo[partition] = high
+                starts.append(TopicPartition(changelog, partition, start))
+        counts = dict.fromkeys(stores, 0)
+        if starts:
+            consumer.assign(starts)
+            _read_changelog(logic, stores, changelog, consumer, todo, counts, timeout)
+        for store in stores.values():
+            store.logged_stream_time = store.stream_time
+        return counts
     finally:
         consumer.close()
+
+
+def _read_changelog(
+    logic: GroupLogic,
+    stores: dict[int, PartitionStore],
+    changelog: str,
+    consumer: Consumer,
+    todo: dict[int, int],
+    counts: dict[int, int],
+    timeout: float,
+) -> None:
+    positions = {p: 0 for p in todo}
+    last_progress = time.monotonic()
+    while todo:
+        msgs = consumer.consume(1000, 0.5)
+        chunks: dict[int, _Chunk] = {}
+        for m in msgs:
+            p = m.partition()
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    positions[p] = max(positions.get(p, 0), m.offset())
+                    continue
+                msg = f"restoring {changelog}[{p}] failed: {err.str()}"
+                raise KafkaUnavailableError(msg)
+            positions[p] = m.offset() + 1
+            counts[p] += 1
+            chunk = chunks.get(p)
+            if chunk is None:
+                chunk = chunks[p] = _Chunk(stores[p])
+            chunk.add(m)
+        for chunk in chunks.values():
+            chunk.apply()
+        for p in [p for p, end in todo.items() if positions.get(p, 0) >= end]:
+            del todo[p]
+        if msgs:
+            last_progress = time.monotonic()
+        elif todo and time.monotonic() - last_progress > timeout:
+            where = ", ".join(f"[{p}] at {positions.get(p)} of {end}" for p, end in todo.items())
+            msg = f"restoring {changelog} made no progress for {timeout:.0f}s: {where}"
+            raise KafkaUnavailableError(msg)
+
+
+class _Chunk:
+    """The changelog records of one partition in one consumed batch, written to its store at once."""
+
+    def __init__(self, store: PartitionStore) -> None:
+        self.store = store
+        self.states: dict[bytes, bytes | None] = {}
+        self.moves: list[tuple[bytes, int | None, int | None]] = []
+        self.closes: dict[bytes, int | None] = {}  # index entries as this chunk leaves them
+        self.stream_time: int | None = None
+
+    def add(self, m: Any) -> None:
+        headers = m.headers()
+        if headers and any(name == META_HEADER for name, _ in headers):
+            self.stream_time = int(m.value())
+            return
+        kb, blob = m.key(), m.value()
+        if kb in self.closes:
+            old_close = self.closes[kb]
+        else:
+            old = self.store.get(kb)
+            old_close = orjson.loads(old).get("x") if old is not None else None
+        new_close = orjson.loads(blob).get("x") if blob is not None else None
+        self.states[kb] = blob
+        self.closes[kb] = new_close
+        if old_close != new_close:
+            self.moves.append((kb, old_close, new_close))
+
+    def apply(self) -> None:
+        if self.states or self.stream_time is not None:
+            self.store.apply(self.states, self.moves, self.stream_time)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shutil
 import struct
 from pathlib import Path
+from typing import Any
 
 from rocksdict import Options, Rdict, WriteBatch
 
@@ -56,6 +57,8 @@ class PartitionStore:
         self.stream_time: int = int(raw) if raw is not None else -1
         #: the stream time the changelog holds (written when it changes)
         self.logged_stream_time = self.stream_time
+        #: decoded states of recently used groups (the caller's objects, as written); bounded
+        self.cache: dict[bytes, Any] = {}
 
     def reset(self) -> None:
         """Drop everything (the changelog is read again from its beginning)."""

@@ -181,6 +181,8 @@ class _Fixed(GroupLogic):
     def starts(self, ts: int) -> list[int]:
         w = self.windows
         assert w is not None
+        if w.step == w.size:  # tumbling: one window
+            return [ts - ts % w.size] if ts >= 0 else []
         last = ts - ts % w.step
         first = max(0, last - (w.size - 1) // w.step * w.step)
         return [s for s in range(first, last + 1, w.step) if s <= ts < s + w.size]
