@@ -133,12 +133,12 @@ def kill_and_restart(
         worker.kill9()
         worker = AppProcess(tmp_path, p["module"], log_name=f"w0-{k}.log")
     try:
-        wait_for(lambda: finished(kafka, p, n), timeout=240, what="all records committed")
+        wait_for(lambda: finished(kafka, p, n), timeout=600, interval=3, what="all records committed")
     finally:
         assert worker.terminate() == 0, worker.log()[-3000:]
 
 
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1500)
 def test_kill9_ten_times_with_a_worker_joining_and_a_broker_dying_gives_every_output_exactly_once(
     cluster, tmp_path
 ):
