@@ -5,9 +5,12 @@ Run in ``benchmarks/.venv-quix`` (``make bench-peers``):
 The app runs until the harness sends SIGTERM (Quix Streams' own graceful stop).
 
 - stateless: ``sdf[sdf["type"] == "click"][["id", "page", "user"]].to_topic(out)``.
-- windowed: ``sdf.tumbling_window(60_000, grace_ms=0).count().final()`` on the message
-  key (the input is keyed by user, so no ``group_by`` repartition is needed), then
-  ``{"key", "start", "end", "value"}`` to the output, keyed by the group key.
+- windowed: ``sdf.tumbling_window(60_000, grace_ms=0).count().final(closing_strategy=
+  "partition")`` on the message key (the input is keyed by user, so no ``group_by``
+  repartition is needed), then ``{"key", "start", "end", "value"}`` to the output, keyed
+  by the group key. ``closing_strategy="partition"``: windows close on the partition's
+  stream time, like Kafka Streams (the default, "key", closes a key's windows only when
+  that key gets a later record, so each key's last window would stay open).
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def main() -> None:
         sdf = sdf[sdf["type"] == "click"]
         sdf = sdf[["id", "page", "user"]]
     elif args.scenario == "windowed":
-        sdf = sdf.tumbling_window(duration_ms=WINDOW_MS, grace_ms=0).count().final()
+        sdf = (
+            sdf.tumbling_window(duration_ms=WINDOW_MS, grace_ms=0).count().final(closing_strategy="partition")
+        )
         sdf = sdf.apply(
             lambda w, key, _ts, _headers: {
                 "key": key,

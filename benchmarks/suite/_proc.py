@@ -116,8 +116,8 @@ class Running:
         self._out.seek(0)
         lines = []
         for line in self._out.read().splitlines():
-            with contextlib.suppress(ValueError):
-                value = json.loads(line)
+            with contextlib.suppress(ValueError):  # a line may start with terminal codes (Faust's spinner)
+                value = json.loads(line[line.find("{") :])
                 if isinstance(value, dict):
                     lines.append(value)
         self._out.seek(0, os.SEEK_END)

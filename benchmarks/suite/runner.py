@@ -56,6 +56,8 @@ class Target:
     timeout: float
     cap_seconds: float | None = None
     records_arg: int | None = None
+    #: stop waiting when the output has not grown for this long (it had some output)
+    stall_seconds: float = 45.0
 
 
 def percentiles(values: list[float]) -> dict | None:
@@ -122,6 +124,7 @@ def measure(
     reached: float | None = None
     first: float | None = None
     last_check = 0.0
+    seen_outputs, grew = 0, time.monotonic()
     try:
         while time.monotonic() - run.started < t.timeout:
             run.sample()
@@ -135,9 +138,15 @@ def measure(
                 if c.name == "ceiling" and lasts:
                     reached = lasts[-1]
                     break
-            if c.name != "ceiling" and watch.total() >= t.expected_outputs:
-                reached = time.monotonic()
-                break
+            if c.name != "ceiling":
+                outputs = watch.total()
+                if outputs >= t.expected_outputs:
+                    reached = time.monotonic()
+                    break
+                if outputs > seen_outputs:
+                    seen_outputs, grew = outputs, now
+                elif seen_outputs and now - grew > t.stall_seconds:
+                    break
             if run.exited():
                 break
             if t.cap_seconds is not None and first is not None and now - first > t.cap_seconds:
@@ -157,7 +166,7 @@ def measure(
         row.records = t.records
         if reached is not None and first is not None and reached > first:
             row.seconds = round(reached - first, 3)
-            row.msg_per_s = round(t.records / row.seconds, 1)
+            row.msg_per_s = round(t.records / (reached - first), 1)
         elif row.ok and t.cap_seconds is None:
             row.ok, row.verdict = False, row.verdict + "; no timing (first record or end not seen)"
         row.extra["wall_seconds"] = round(time.monotonic() - run.started, 1)

@@ -41,6 +41,8 @@ class Sizes:
     latency_seconds: float
     memory: int
     memory_cap_s: float
+    #: a run whose output stopped growing this long is over (Kafka Streams emits on its 30 s commits)
+    stall_s: float = 45.0
 
     def describe(self) -> dict[str, str]:
         return {
@@ -55,7 +57,7 @@ class Sizes:
 
 
 FULL = Sizes(1_000_000, 1_000_000, 10_000, 3_000, 200, 10_000, 60, 5_000_000, 60)
-SMOKE = Sizes(20_000, 20_000, 200, 300, 200, 1_000, 3, 50_000, 15)
+SMOKE = Sizes(5_000, 5_000, 200, 300, 200, 1_000, 2, 20_000, 6, stall_s=10.0)
 
 
 def _each(contenders: list[Contender], parallel: int, fn: Callable[[Contender], Row]) -> list[Row]:
@@ -127,6 +129,7 @@ def windowed(
             len(data.expected),
             lambda out: check_windows(out, PARTITIONS, data.expected),
             _timeout(sizes.windowed) * 2,
+            stall_seconds=sizes.stall_s,
         )
         rows = _each(contenders, parallel, lambda c: measure("windowed", c, target, cwd, extra_args=extra))
         info = {
@@ -148,7 +151,13 @@ def io(
     try:
         produce_io(topic, sizes.io, sizes.io_keys)
         target = Target(
-            topic, PARTITIONS, sizes.io, sizes.io, lambda out: check_io(out, PARTITIONS, sizes.io), 300
+            topic,
+            PARTITIONS,
+            sizes.io,
+            sizes.io,
+            lambda out: check_io(out, PARTITIONS, sizes.io),
+            300,
+            stall_seconds=sizes.stall_s,
         )
         rows = _each(
             contenders,
@@ -176,6 +185,7 @@ def memory(
             lambda out: check_clicks(out, PARTITIONS, ids, complete=False),
             sizes.memory_cap_s + 180,
             cap_seconds=sizes.memory_cap_s,
+            stall_seconds=sizes.stall_s,
         )
         rows = _each(contenders, parallel, lambda c: measure("memory", c, target, cwd, extra_args=extra))
         return rows, {"input_seconds": round(secs, 1)}
