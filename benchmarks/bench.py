@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, replace
+from importlib.metadata import version
 from pathlib import Path
 
 from benchmarks._harness import ROOT, snapshot
@@ -47,7 +48,7 @@ KNOWN_WRONG: dict[tuple[str, str], str] = {
 
 def _default_version(contender: str, facts: dict) -> str:
     """The version of a contender that does not report one (those run in sluice's venv)."""
-    client = f"confluent-kafka {facts['confluent_kafka']}, librdkafka {facts['librdkafka']}"
+    client = f"confluent-kafka {version('confluent-kafka')}, librdkafka {facts['librdkafka']}"
     return {
         "sluice": f"sluice {facts['sluice']}",
         "sluice-w2": f"sluice {facts['sluice']}",
@@ -133,10 +134,6 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sluice-suite-"))
     facts = machine_facts()
     facts["sluice_code"] = snapshot(workdir, None)
-    for peer in ("kafka-streams",):
-        shutil.copytree(
-            ROOT / "benchmarks" / "peers" / peer, workdir / "benchmarks" / "peers" / peer, dirs_exist_ok=True
-        )
     stamp = dt.date.today().isoformat()
     print(
         f"suite ({'smoke' if args.smoke else 'full' if args.scale == 1 else f'scale {args.scale}'}): {command}"

@@ -162,6 +162,9 @@ def measure(
                 f"consumed {fin.child.get('consumed')} (stopped at the cap)",
             )
         row = row_from(scenario, c, fin, check)
+        if reached is None and t.cap_seconds is None and not row.ok:
+            waited = time.monotonic() - run.started
+            row.verdict = f"unfinished after {waited:.0f} s ({'timeout' if waited >= t.timeout else 'output stalled'}): {row.verdict}"
         first = fin.first_consumed or first
         row.records = t.records
         if reached is not None and first is not None and reached > first:

@@ -57,7 +57,7 @@ class Sizes:
 
 
 FULL = Sizes(1_000_000, 1_000_000, 10_000, 3_000, 200, 10_000, 60, 5_000_000, 60)
-SMOKE = Sizes(5_000, 5_000, 200, 300, 200, 1_000, 2, 20_000, 6, stall_s=10.0)
+SMOKE = Sizes(5_000, 5_000, 200, 300, 200, 1_000, 2, 20_000, 6, stall_s=40.0)
 
 
 def _each(contenders: list[Contender], parallel: int, fn: Callable[[Contender], Row]) -> list[Row]:
@@ -122,6 +122,7 @@ def windowed(
     try:
         t0 = time.monotonic()
         data = produce_windowed(topic, sizes.windowed, sizes.windowed_keys, PARTITIONS)
+        input_seconds = round(time.monotonic() - t0, 1)
         target = Target(
             topic,
             PARTITIONS,
@@ -133,7 +134,7 @@ def windowed(
         )
         rows = _each(contenders, parallel, lambda c: measure("windowed", c, target, cwd, extra_args=extra))
         info = {
-            "input_seconds": round(time.monotonic() - t0, 1),
+            "input_seconds": input_seconds,
             "base_ms": data.base_ms,
             "windows_expected": len(data.expected),
             "flush_records": data.flush_records,
