@@ -6,7 +6,7 @@ KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -50,7 +50,7 @@ demo: broker-up
 test: setup jars
 	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
-	$(PY) -m benchmarks.stateless --records 20000 --timeout 60 --no-save; bench=$$?; \
+	$(PY) -m benchmarks.bench --smoke; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; \
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
@@ -64,14 +64,36 @@ format:
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-# Scenario "stateless" (benchmarks/stateless.py): sluice vs a hand-written confluent-kafka loop vs the
-# kafka-python loop, 1M records; writes benchmarks/results/stateless-<date>.{json,md} and the sluice profile.
-bench: broker-up
-	$(PY) -m benchmarks.stateless --records 1000000 --rounds 3 --profile
+# The benchmark suite (benchmarks/bench.py): sluice vs hand-written loops, the librdkafka ceiling and the
+# peers (Quix Streams, Faust, Bytewax, FastStream, Kafka Streams), five scenarios, every output checked.
+# Each Python peer gets its own venv from benchmarks/peers/requirements-<peer>.txt (pinned), so none
+# becomes a dependency of sluice; Kafka Streams is built by Maven; matplotlib (charts) lives in .venv-plot.
+PEERS := quix faust bytewax faststream plot
+PEER_VENVS := $(PEERS:%=benchmarks/.venv-%/.installed)
+KSTREAMS := benchmarks/peers/kafka-streams
+KSTREAMS_BUILT := $(KSTREAMS)/target/.built
 
-# The same with 20,000 records, nothing saved: fails when a contender's output is wrong. Needs the broker up.
+bench-peers: $(PEER_VENVS) $(KSTREAMS_BUILT)
+
+benchmarks/.venv-%/.installed: benchmarks/peers/requirements-%.txt
+	@test -x benchmarks/.venv-$*/bin/python || $(PYTHON) -m venv benchmarks/.venv-$*
+	benchmarks/.venv-$*/bin/python -m pip install -q --upgrade pip
+	benchmarks/.venv-$*/bin/python -m pip install -q -r $<
+	@touch $@
+
+$(KSTREAMS_BUILT): $(KSTREAMS)/pom.xml $(wildcard $(KSTREAMS)/src/main/java/sluice/bench/*.java)
+	cd $(KSTREAMS) && mvn -q -B package
+	@touch $@
+
+# Full sizes (1M records, 5M backlog, 60 s at 10k/s, ...): writes benchmarks/results/<date>.{json,md,-<scenario>.png}
+# and, where sluice is not first, a pyinstrument profile of it. Takes about an hour on 2 cores.
+bench: broker-up bench-peers
+	$(PY) -m benchmarks.bench --profile
+
+# Every scenario with tiny inputs, nothing saved; exit 1 on a wrong output. sluice, hand and the ceiling
+# always run; peers whose venv or build is missing are skipped with a printed line. Needs the broker up.
 bench-smoke: setup jars
-	$(PY) -m benchmarks.stateless --records 20000 --timeout 30 --no-save
+	$(PY) -m benchmarks.bench --smoke
 
 clean: broker-down cluster-down
 	rm -rf $(VENV) tools/kafka/target .kafka

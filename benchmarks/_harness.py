@@ -59,7 +59,7 @@ def snapshot(dest: Path, ref: str | None) -> str:
     the same code while ``sluice/`` is being edited. ``ref``: take ``sluice/`` from that
     git commit instead of the working tree. Returns a description of what was copied.
     """
-    ignore = shutil.ignore_patterns("__pycache__", "results", "*.pyc")
+    ignore = shutil.ignore_patterns("__pycache__", "results", "*.pyc", ".venv*", "target")
     shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=ignore)
 
     def git(*args: str) -> str:

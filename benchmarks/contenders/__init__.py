@@ -3,8 +3,9 @@
 Every contender is ``python -m benchmarks.contenders.<name> --input T --output O
 --group G --records N``: it consumes ``N`` records of ``T`` (a fresh consumer group,
 from the earliest offset), keeps the clicks, writes ``{"id", "page", "user"}`` to
-``O``, and exits. It prints JSON lines on stdout: ``{"first_consumed": t}`` as soon as
-it has its first record (``time.monotonic()``, a system-wide clock on Linux, so the
+``O``, and exits (``--scenario windowed``/``io``: see ``benchmarks.suite``; programs
+of other frameworks run until the harness sends SIGTERM). It prints JSON lines on
+stdout: ``{"first_consumed": t}`` as soon as it has its first record (``time.monotonic()``, a system-wide clock on Linux, so the
 parent can compare it with its own) and a final summary line with its peak RSS.
 """
 
@@ -16,7 +17,25 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["CLIENT_CONSUMER", "CLIENT_PRODUCER", "parse_args", "peak_rss_mb", "report", "report_first"]
+__all__ = [
+    "CLIENT_CONSUMER",
+    "CLIENT_PRODUCER",
+    "HANDLER_S",
+    "SCENARIOS",
+    "WINDOW_MS",
+    "parse_args",
+    "peak_rss_mb",
+    "report",
+    "report_first",
+]
+
+#: what a contender program can be asked to run ("latency" and "memory" are the
+#: stateless pipeline, run until SIGTERM; only the ceiling treats them differently)
+SCENARIOS = ("stateless", "windowed", "io", "latency", "memory")
+#: the tumbling window of scenario "windowed"
+WINDOW_MS = 60_000
+#: the handler's sleep in scenario "io"
+HANDLER_S = 0.02
 
 #: librdkafka settings of the hand-written loop: the same as sluice's own, so that the
 #: comparison measures the Python around the client, not different client tuning.
@@ -46,6 +65,13 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     )
     parser.add_argument("--records", type=int, required=True, help="stop after consuming this many records")
     parser.add_argument("--profile", help="write a pyinstrument text profile to this file (sluice only)")
+    parser.add_argument(
+        "--scenario",
+        choices=SCENARIOS,
+        default="stateless",
+        help="stateless: filter+map+to; windowed: tumbling 1m count per key; io: a 20 ms handler",
+    )
+    parser.add_argument("--concurrency", type=int, default=64, help="records at once (scenario io)")
     return parser.parse_args(argv)
 
 

@@ -1,0 +1,135 @@
+"""Output checks: what each scenario's output topic must hold, read back record by record."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import orjson
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from benchmarks._kafka import BROKERS, end_offset_total, unique_name, verify_output
+from benchmarks.contenders import WINDOW_MS
+
+__all__ = ["Check", "check_clicks", "check_io", "check_windows", "read_topic"]
+
+
+@dataclass(frozen=True)
+class Check:
+    """A verdict: ``ok`` and a one-line description (what is wrong, with counts)."""
+
+    ok: bool
+    text: str
+
+
+def read_topic(
+    topic: str, partitions: int, brokers: str = BROKERS, timeout: float = 120
+) -> Iterator[Message]:
+    """Every record of ``topic`` up to its current end offsets, partition order kept."""
+    end = end_offset_total(topic, partitions, brokers)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": brokers,
+            "group.id": unique_name("bench-check"),
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    count = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while count < end and time.monotonic() < deadline:
+            for msg in consumer.consume(5000, timeout=1):
+                if msg.error() is None:
+                    count += 1
+                    yield msg
+    finally:
+        consumer.close()
+
+
+def check_clicks(topic: str, partitions: int, expected_ids: set[int], *, complete: bool = True) -> Check:
+    """Stateless output: one ``{"id", "page", "user"}`` per click id, nothing else.
+
+    ``complete=False`` (a run stopped early, scenario memory): ids may be missing, but
+    none may be repeated, unexpected or malformed.
+    """
+    v = verify_output(topic, partitions, expected_ids)
+    if complete or v.ok:
+        return Check(v.ok, v.describe())
+    ok = v.duplicates == 0 and v.unexpected == 0 and v.malformed == 0
+    text = f"{v.records} records, no duplicate/unexpected/malformed" if ok else "WRONG: " + v.describe()
+    return Check(ok, text + " (stopped early: the rest not checked)")
+
+
+def check_windows(topic: str, partitions: int, expected: dict[tuple[str, int], int]) -> Check:
+    """Windowed output: exactly one ``{"key", "start", "end", "value"}`` per (key, window), right count.
+
+    Windows of the flush keys (``flush-<p>``) are ignored: they only exist to move
+    stream time past the last real window.
+    """
+    seen: dict[tuple[str, int], int] = {}
+    duplicates = wrong_count = wrong_end = unexpected = malformed = flush = 0
+    for msg in read_topic(topic, partitions):
+        try:
+            v = orjson.loads(msg.value())
+            key, start, end, value = v["key"], v["start"], v["end"], v["value"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            malformed += 1
+            continue
+        if str(key).startswith("flush-"):
+            flush += 1
+            continue
+        window = (key, start)
+        if window in seen:
+            duplicates += 1
+            continue
+        seen[window] = value
+        if window not in expected:
+            unexpected += 1
+        elif expected[window] != value:
+            wrong_count += 1
+        if end != start + WINDOW_MS:
+            wrong_end += 1
+    missing = len(expected.keys() - seen.keys())
+    ok = not (duplicates or wrong_count or wrong_end or unexpected or malformed or missing)
+    if ok:
+        return Check(
+            True, f"ok ({len(seen)} windows" + (f", {flush} flush-key windows ignored)" if flush else ")")
+        )
+    return Check(
+        False,
+        f"WRONG: {len(seen)} windows for {len(expected)} expected, {missing} missing, {wrong_count} wrong counts, "
+        f"{duplicates} duplicates, {unexpected} unexpected, {wrong_end} wrong ends, {malformed} malformed",
+    )
+
+
+def check_io(topic: str, partitions: int, records: int) -> Check:
+    """I/O output: one ``{"id", "key"}`` per input id, and per key in input (id) order."""
+    seen: set[int] = set()
+    last: dict[str, int] = {}
+    duplicates = malformed = violations = 0
+    for msg in read_topic(topic, partitions):
+        try:
+            v = orjson.loads(msg.value())
+            ident, key = v["id"], v["key"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            malformed += 1
+            continue
+        if ident in seen:
+            duplicates += 1
+            continue
+        seen.add(ident)
+        if last.get(key, -1) > ident:
+            violations += 1
+        last[key] = max(ident, last.get(key, -1))
+    missing = records - len(seen & set(range(records)))
+    ok = not (duplicates or malformed or violations or missing)
+    if ok:
+        return Check(True, f"ok ({len(seen)} records, key order kept)")
+    return Check(
+        False,
+        f"WRONG: {len(seen)} records for {records}, {missing} missing, {duplicates} duplicates, "
+        f"{violations} per-key order violations, {malformed} malformed",
+    )

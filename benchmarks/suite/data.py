@@ -1,0 +1,232 @@
+"""Inputs of the scenarios beyond ``benchmarks._kafka.produce_events``: windowed, io, paced (latency)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from benchmarks._kafka import BROKERS, make_event, unique_name
+from benchmarks.contenders import WINDOW_MS
+
+__all__ = [
+    "FLUSH_AFTER_MS",
+    "SPAN_MS",
+    "LatencyProbe",
+    "WindowedInput",
+    "produce_io",
+    "produce_windowed",
+]
+
+#: the windowed input's timestamps cover this span (10 tumbling windows)
+SPAN_MS = 10 * WINDOW_MS
+#: one flush record per partition this long after the first window starts
+FLUSH_AFTER_MS = 20 * WINDOW_MS
+#: the data starts this long before "now", minute-aligned: in the past (the broker
+#: refuses timestamps more than an hour ahead) and recent (retention keeps it)
+START_BEFORE_NOW_MS = 30 * WINDOW_MS
+
+
+def _producer(brokers: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": brokers,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 500_000,
+            "queue.buffering.max.kbytes": 262_144,
+        }
+    )
+
+
+def _flush(producer: Producer, errors: list[str]) -> None:
+    remaining = producer.flush(120)
+    if remaining or errors:
+        msg = f"producing the input failed: {remaining} not delivered, errors {errors[:3]}"
+        raise RuntimeError(msg)
+
+
+@dataclass(frozen=True)
+class WindowedInput:
+    """What ``produce_windowed`` wrote: the expected count per (key, window start)."""
+
+    base_ms: int
+    records: int
+    flush_records: int
+    expected: dict[tuple[str, int], int] = field(repr=False)
+
+    @property
+    def total(self) -> int:
+        return self.records + self.flush_records
+
+
+def windowed_event(i: int, records: int, keys: int, base_ms: int) -> dict:
+    """Record ``i``: the stateless event with user ``i % keys`` and a timestamp ``ts`` in the span."""
+    event = make_event(i)
+    event["user"] = f"user-{i % keys:05d}"
+    event["ts"] = base_ms + i * SPAN_MS // records
+    return event
+
+
+def produce_windowed(
+    topic: str, records: int, keys: int, partitions: int, brokers: str = BROKERS
+) -> WindowedInput:
+    """``records`` events keyed by user, Kafka timestamp = ``ts``, then one flush record per partition.
+
+    Timestamps rise with ``i`` over ``SPAN_MS`` from a minute-aligned start 30 minutes
+    ago, so every partition is in timestamp order and the windows are deterministic.
+    The flush records (key ``flush-<p>``, written to partition ``p``) are
+    ``FLUSH_AFTER_MS`` after the start: they move every partition's stream time past the
+    last real window's end, so grace-0 windows all close; the windows they open never do.
+    """
+    now = int(time.time() * 1000)
+    base = now - now % WINDOW_MS - START_BEFORE_NOW_MS
+    producer = _producer(brokers)
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    expected: Counter[tuple[str, int]] = Counter()
+    dumps = orjson.dumps
+    for i in range(records):
+        event = windowed_event(i, records, keys, base)
+        ts = event["ts"]
+        expected[(event["user"], ts - ts % WINDOW_MS)] += 1
+        while True:
+            try:
+                producer.produce(
+                    topic, dumps(event), event["user"].encode(), timestamp=ts, on_delivery=on_delivery
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    _flush(producer, errors)
+    for p in range(partitions):
+        flush = {"id": -1 - p, "type": "flush", "user": f"flush-{p}", "ts": base + FLUSH_AFTER_MS}
+        producer.produce(
+            topic,
+            dumps(flush),
+            flush["user"].encode(),
+            partition=p,
+            timestamp=flush["ts"],
+            on_delivery=on_delivery,
+        )
+    _flush(producer, errors)
+    return WindowedInput(base_ms=base, records=records, flush_records=partitions, expected=dict(expected))
+
+
+def produce_io(topic: str, records: int, keys: int, brokers: str = BROKERS) -> None:
+    """``{"id", "key"}`` records keyed by ``key-<i % keys>``."""
+    producer = _producer(brokers)
+    errors: list[str] = []
+    for i in range(records):
+        key = f"key-{i % keys}"
+        producer.produce(topic, orjson.dumps({"id": i, "key": key}), key.encode())
+        if i % 1000 == 0:
+            producer.poll(0)
+    _flush(producer, errors)
+
+
+class LatencyProbe:
+    """Produces stateless events at a fixed rate and times their outputs' arrival.
+
+    Send time = ``time.time()`` at ``produce()`` (the record's CreateTime is taken there
+    too); arrival = ``time.time()`` when this process's consumer of the output topic
+    gets the output. Both clocks are this process's. Ids of the paced records start at
+    0; warm-up pings (clicks, sent until the contender's first output shows) use ids
+    from ``PING_BASE`` and are not timed.
+    """
+
+    PING_BASE = 1_000_000_000
+
+    def __init__(self, input_topic: str, output_topic: str, partitions: int, brokers: str = BROKERS) -> None:
+        self.input, self.output, self.partitions, self.brokers = (
+            input_topic,
+            output_topic,
+            partitions,
+            brokers,
+        )
+        self.sent: dict[int, float] = {}
+        self.arrived: dict[int, float] = {}
+        self.duplicates = 0
+        self.pings = 0
+        self._producer = Producer({"bootstrap.servers": brokers, "linger.ms": 1, "acks": "all"})
+        self._stop = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.brokers,
+                "group.id": unique_name("bench-latency"),
+                "enable.auto.commit": False,
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        consumer.assign([TopicPartition(self.output, p, 0) for p in range(self.partitions)])
+        try:
+            while not self._stop.is_set():
+                for msg in consumer.consume(1000, timeout=0.05):
+                    if msg.error() is not None:
+                        continue
+                    now = time.time()
+                    try:
+                        ident = orjson.loads(msg.value())["id"]
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        continue
+                    if ident in self.arrived:
+                        self.duplicates += 1
+                    else:
+                        self.arrived[ident] = now
+        finally:
+            consumer.close()
+
+    def warm_up(self, ready: threading.Event | None, timeout: float) -> bool:
+        """Send a ping every 200 ms until an output arrives (or ``ready`` is set); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.arrived or (ready is not None and ready.is_set()):
+                return True
+            ident = self.PING_BASE + 10 * self.pings  # i % 10 == 0: a click
+            self.pings += 1
+            self._producer.produce(self.input, orjson.dumps(make_event(ident)), str(ident).encode())
+            self._producer.poll(0)
+            time.sleep(0.2)
+        return False
+
+    def run(self, rate: int, seconds: float) -> int:
+        """Produce ``rate`` records/s for ``seconds`` (in 10 ms slices); return how many were sent."""
+        per_slice = max(1, rate // 100)
+        total = int(rate * seconds)
+        start = time.monotonic()
+        i = 0
+        while i < total:
+            due = start + (i // per_slice) * 0.01
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            for _ in range(min(per_slice, total - i)):
+                event = make_event(i)
+                self.sent[i] = time.time()
+                self._producer.produce(self.input, orjson.dumps(event), event["user"].encode())
+                i += 1
+            self._producer.poll(0)
+        self._producer.flush(30)
+        return total
+
+    def ping_ids(self) -> set[int]:
+        return {self.PING_BASE + 10 * k for k in range(self.pings)}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._reader.join(10)
