@@ -50,7 +50,9 @@ demo: broker-up
 test: setup jars
 	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
-	$(PY) -m benchmarks.bench --smoke; bench=$$?; \
+	$(PY) -m benchmarks.bench --smoke && \
+	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save && \
+	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; \
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
@@ -94,6 +96,8 @@ bench: broker-up bench-peers
 # always run; peers whose venv or build is missing are skipped with a printed line. Needs the broker up.
 bench-smoke: setup jars
 	$(PY) -m benchmarks.bench --smoke
+	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save
+	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save
 
 clean: broker-down cluster-down
 	rm -rf $(VENV) tools/kafka/target .kafka
