@@ -164,7 +164,8 @@ APP = """
 import polars as pl
 from sluice import App
 
-app = App({group!r}, brokers={bootstrap!r}, commit_interval="100ms")
+# 100-record batches of 50 ms: 20,000 records take ~10 s, so the kill lands mid-stream
+app = App({group!r}, brokers={bootstrap!r}, commit_interval="100ms", max_poll_records=100)
 
 def slow_batches(df):
     import time
