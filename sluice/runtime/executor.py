@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
+from operator import methodcaller
 from typing import Any
 
 import orjson
@@ -34,6 +35,7 @@ from sluice.serde import deserializer, key_serializer, serializer
 __all__ = ["Executor"]
 
 Produce = Callable[..., None]
+_VALUE = methodcaller("value")
 
 
 @dataclass
@@ -66,7 +68,8 @@ class _Emitter:
             else (source.value if isinstance(source.value, str) else "json")
         )
         self.writes_json = value_spec == "json"
-        self.serialize = serializer(value_spec)
+        #: None: the values reaching this step are already the bytes to write (map_batch's NDJSON lines)
+        self.serialize: Callable[[Any], Any] | None = serializer(value_spec)
         if step.keyed:
             self.key_serialize: Callable[[Any], Any] | None = key_serializer
         else:
@@ -86,7 +89,7 @@ class _Emitter:
                 ts = msg.timestamp()[1]
                 produce(
                     topic,
-                    ser(value),
+                    value if ser is None else ser(value),
                     key if kser is None else kser(key),
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
@@ -103,7 +106,7 @@ class _Emitter:
         """Produce one record, serving delivery reports while the producer queue is full."""
         value, key, msg = record
         ts = msg.timestamp()[1]
-        payload = self.serialize(value)
+        payload = value if self.serialize is None else self.serialize(value)
         key_bytes = key if self.key_serialize is None else self.key_serialize(key)
         while True:
             try:
@@ -276,7 +279,7 @@ class Executor:
                 node.step = replace(node.step, raw_out=True)
                 for child in node.children:
                     assert child.emit is not None
-                    child.emit.serialize = serializer("bytes")
+                    child.emit.serialize = None
             if json_source and len(nodes) == 1 and nodes is plan.nodes:
                 node.step = replace(node.step, raw_in=True)
                 plan.raw_in = True
@@ -295,8 +298,7 @@ class Executor:
     def run(self, msgs: list[Any], batch: Batch) -> None:
         """Process ``msgs`` (error-free Kafka messages); outputs are acknowledged against ``batch``."""
         if self._single is not None:
-            plan = self._single
-            self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
+            self._run_plan(self._single, msgs, batch)
             return
         by_topic: dict[str, list[Any]] = {}
         for m in msgs:
@@ -306,8 +308,16 @@ class Executor:
                 group = by_topic[topic] = []
             group.append(m)
         for topic, group in by_topic.items():
-            plan = self._plans[topic]
-            self._run_nodes(plan.nodes, plan.records(group, batch), batch)
+            self._run_plan(self._plans[topic], group, batch)
+
+    def _run_plan(self, plan: _SourcePlan, msgs: list[Any], batch: Batch) -> None:
+        if plan.raw_in:
+            node = plan.nodes[0]
+            out = self._map_batch_messages(node, msgs, batch)
+            if node.children and out:
+                self._run_nodes(node.children, out, batch)
+            return
+        self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
 
     def run_parked(self, msg: Any, batch: Batch) -> None:
         """Run a record from a retry topic again, through the path of the step that failed."""
@@ -379,10 +389,33 @@ class Executor:
     def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
         step = node.step
-        assert isinstance(step, MapBatch) and node.plan is not None
+        assert isinstance(step, MapBatch)
         try:
             return step.apply(records)
-        except NotColumnar:
+        except Exception as exc:  # noqa: BLE001 - retried, then bisected
+            return self._map_batch_failed(node, records, exc, batch)
+
+    def _map_batch_messages(self, node: _Node, msgs: list[Any], batch: Batch) -> list[Record]:
+        """``raw_in``: the frame is read from the messages' bytes; no per-record tuple unless it fails."""
+        step = node.step
+        assert isinstance(step, MapBatch)
+        try:
+            kind = step.kind()
+            positions, values, keys = step.run(kind, kind.from_ndjson(list(map(_VALUE, msgs))))
+            sources = [msgs[p] for p in positions] if positions is not None else [msgs[-1]] * len(values)
+            if keys is None:
+                return [(value, m.key(), m) for value, m in zip(values, sources, strict=True)]
+            return list(zip(values, keys, sources, strict=True))
+        except Exception as exc:  # noqa: BLE001 - retried, then bisected, as records
+            records = [(m.value(), m.key(), m) for m in msgs]
+            return self._map_batch_failed(node, records, exc, batch)
+
+    def _map_batch_failed(
+        self, node: _Node, records: list[Record], failure: Exception, batch: Batch
+    ) -> list[Record]:
+        step = node.step
+        assert isinstance(step, MapBatch) and node.plan is not None
+        if isinstance(failure, NotColumnar):
             # malformed bytes (or a tombstone): decode record by record, dead-lettering what fails
             records = node.plan.decode([r[2] for r in records], batch)
             step = replace(step, raw_in=False)
@@ -390,8 +423,6 @@ class Executor:
                 return step.apply(records) if records else []
             except Exception as exc:  # noqa: BLE001 - handled below like any failure of the function
                 failure = exc
-        except Exception as exc:  # noqa: BLE001 - retried, then bisected
-            failure = exc
         policy = step.on_error or self._router.policy
         for attempt in range(1, policy.retries + 1):
             self._router.sleep(policy.delay(attempt))

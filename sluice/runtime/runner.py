@@ -32,7 +32,7 @@ from sluice.runtime.executor import Executor
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
-from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
+from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 
@@ -113,6 +113,8 @@ class Runner:
         self._retry_topics: set[str] = set()
         self._dispatcher: ParallelDispatcher | None = None
         self._delayed: dict[TopicPartitionKey, float] = {}
+        #: the one topic consumed, when there is only one (no per-record topic lookups then)
+        self._only_topic: str | None = None
         self.ready = threading.Event()
         self.metrics_port = metrics_port
         self.metrics: RuntimeMetrics | None = None
@@ -181,6 +183,7 @@ class Runner:
 
     def _run(self) -> bool:
         topics = self._prepare_topics()
+        self._only_topic = topics[0] if len(topics) == 1 else None
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
         self._router = FailureRouter(
@@ -333,7 +336,7 @@ class Runner:
         else:
             executor.run(msgs, batch)
         batch.seal()
-        self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in msgs})
+        self.tracker.add(batch, next_offsets(msgs, self._only_topic))
 
     def _dispatch(self, executor: Executor, msgs: list) -> None:
         """Hand one consumed batch to the worker threads (concurrency>1)."""
@@ -347,8 +350,8 @@ class Runner:
                 done = self._run_with_parked(executor, parked, batch)
                 batch.seal()
                 self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in done})
-        for batch, next_offsets in self._dispatcher.submit(msgs):
-            self.tracker.add(batch, next_offsets)
+        for batch, offsets in self._dispatcher.submit(msgs):
+            self.tracker.add(batch, offsets)
 
     # ------------------------------------------------------------------ retry topics
     def _run_with_parked(self, executor: Executor, msgs: list, batch: Batch) -> list:
