@@ -11,10 +11,10 @@ function is called twice for a record that did not fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from operator import methodcaller
+from types import MethodType
 from typing import Any
 
 import orjson
@@ -35,7 +35,7 @@ from sluice.serde import deserializer, key_serializer, serializer
 __all__ = ["Executor"]
 
 Produce = Callable[..., None]
-_VALUE = methodcaller("value")
+_VALUE, _KEY = methodcaller("value"), methodcaller("key")
 
 
 @dataclass
@@ -55,7 +55,13 @@ def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Reco
 
 
 class _Emitter:
-    """Produces the records reaching a ``To`` step, each acknowledged against its batch."""
+    """Produces the records reaching a ``To`` step, each acknowledged against its batch.
+
+    Each output's delivery callback is ``batch.on_delivery`` bound to its source message
+    (``MethodType(on_delivery, msg)(err, out)`` calls ``on_delivery(msg, err, out)``), so
+    a refused output is traced to the record it came from. A bound method costs about
+    half of a ``functools.partial`` to create and to call, once per output record.
+    """
 
     def __init__(
         self, step: To, source: Source, produce: Produce, poll: Callable[[float], Any], router: FailureRouter
@@ -80,11 +86,21 @@ class _Emitter:
         self.produced = 0
 
     def __call__(self, records: list[Record], batch: Batch) -> None:
+        self._produce_all(records, len(records), batch)
+
+    def emit_rows(self, values: list[Any], keys: list[Any] | None, sources: list[Any], batch: Batch) -> None:
+        """Produce map_batch's rows: ``values[i]`` with key ``keys[i]`` (None: its source's) from ``sources[i]``."""
+        rows = zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True)
+        self._produce_all(rows, len(values), batch)
+
+    def _produce_all(self, rows: Iterable[Record], count: int, batch: Batch) -> None:
+        # ``for value, key, msg in rows`` unpacks at once: over a zip, no tuple is built per row
         topic, produce, ser, kser = self.topic, self._produce, self.serialize, self.key_serialize
         on_delivery = batch.on_delivery
-        batch.expect(len(records))
-        for index, record in enumerate(records):
-            value, key, msg = record
+        batch.expect(count)
+        index = -1
+        for value, key, msg in rows:
+            index += 1
             try:
                 ts = msg.timestamp()[1]
                 produce(
@@ -93,14 +109,14 @@ class _Emitter:
                     key if kser is None else kser(key),
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=partial(on_delivery, msg),
+                    on_delivery=MethodType(on_delivery, msg),
                 )
             except BufferError:
-                self._produce_one(record, batch)
+                self._produce_one((value, key, msg), batch)
             except Exception as exc:  # noqa: BLE001 - serialization failed or produce refused at once
                 batch.settle()
-                self._failed(index, record, exc, batch)
-        self.produced += len(records)
+                self._failed(index, (value, key, msg), exc, batch)
+        self.produced += count
 
     def _produce_one(self, record: Record, batch: Batch) -> list[Record]:
         """Produce one record, serving delivery reports while the producer queue is full."""
@@ -116,7 +132,7 @@ class _Emitter:
                     key_bytes,
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=partial(batch.on_delivery, msg),
+                    on_delivery=MethodType(batch.on_delivery, msg),
                 )
                 return [record]
             except BufferError:
@@ -312,10 +328,7 @@ class Executor:
 
     def _run_plan(self, plan: _SourcePlan, msgs: list[Any], batch: Batch) -> None:
         if plan.raw_in:
-            node = plan.nodes[0]
-            out = self._map_batch_messages(node, msgs, batch)
-            if node.children and out:
-                self._run_nodes(node.children, out, batch)
+            self._run_map_batch_messages(plan.nodes[0], msgs, batch)
             return
         self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
 
@@ -395,20 +408,31 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - retried, then bisected
             return self._map_batch_failed(node, records, exc, batch)
 
-    def _map_batch_messages(self, node: _Node, msgs: list[Any], batch: Batch) -> list[Record]:
-        """``raw_in``: the frame is read from the messages' bytes; no per-record tuple unless it fails."""
+    def _run_map_batch_messages(self, node: _Node, msgs: list[Any], batch: Batch) -> None:
+        """``raw_in``: the frame is read from the messages' bytes; no per-record tuple unless it fails.
+
+        With ``raw_out`` too, the rows go to the topics as NDJSON lines, each with its source
+        message's key, timestamp and headers, without a record per row either.
+        """
         step = node.step
         assert isinstance(step, MapBatch)
         try:
             kind = step.kind()
             positions, values, keys = step.run(kind, kind.from_ndjson(list(map(_VALUE, msgs))))
             sources = [msgs[p] for p in positions] if positions is not None else [msgs[-1]] * len(values)
-            if keys is None:
-                return [(value, m.key(), m) for value, m in zip(values, sources, strict=True)]
-            return list(zip(values, keys, sources, strict=True))
         except Exception as exc:  # noqa: BLE001 - retried, then bisected, as records
-            records = [(m.value(), m.key(), m) for m in msgs]
-            return self._map_batch_failed(node, records, exc, batch)
+            out = self._map_batch_failed(node, [(m.value(), m.key(), m) for m in msgs], exc, batch)
+        else:
+            if not values or not node.children:
+                return
+            if step.raw_out:
+                for child in node.children:
+                    assert child.emit is not None
+                    child.emit.emit_rows(values, keys, sources, batch)
+                return
+            out = list(zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True))
+        if node.children and out:
+            self._run_nodes(node.children, out, batch)
 
     def _map_batch_failed(
         self, node: _Node, records: list[Record], failure: Exception, batch: Batch
