@@ -9,6 +9,9 @@ Contenders:
     sluice       the public API: ``app.stream(...).filter(...).map(...).to(...)``
     hand         a careful confluent-kafka loop (batch consume, orjson, at-least-once commits)
     kafka-python the seed article's ``for message in consumer:`` loop (json, auto-commit)
+    sluice-map-batch  the same pipeline as one ``map_batch`` (polars, columnar NDJSON in and out)
+    hand-polars  the hand loop done columnar with polars: a floor for map_batch's machinery
+    floor        the transport alone: consume every record, then produce pre-built outputs
 
 Throughput = input records / (time the output topic's end offsets reach the expected
 count - time the contender consumed its first record): group join and process start
@@ -50,6 +53,12 @@ CONTENDERS = {
     "hand": Contender("hand", "benchmarks.contenders.hand_loop", "hand-written confluent-kafka loop"),
     "sluice-map-batch": Contender(
         "sluice-map-batch", "benchmarks.contenders.sluice_map_batch", "sluice map_batch (polars, columnar)"
+    ),
+    "hand-polars": Contender(
+        "hand-polars", "benchmarks.contenders.hand_polars_loop", "hand-written columnar (polars) loop"
+    ),
+    "floor": Contender(
+        "floor", "benchmarks.contenders.transport_floor", "consume all, then produce the outputs, no JSON"
     ),
     "kafka-python": Contender(
         "kafka-python", "benchmarks.contenders.kafka_python_loop", "seed article kafka-python loop"
@@ -125,8 +134,18 @@ def summarize(results: list[Result], names: list[str]) -> dict:
             "peak_rss_mb": round(max(r.peak_rss_mb for r in rs), 1) if rs else None,
             "all_ok": all(r.ok for r in rs),
         }
+        for phase in ("consume_only_msg_per_s", "produce_only_msg_per_s"):
+            seen = [r.child[phase] for r in rs if phase in r.child]
+            if seen:
+                summary["contenders"][n][phase] = max(seen)
     summary["ratios_of_medians"] = {}
-    for mine, others in (("sluice", ("hand", "kafka-python")), ("sluice-map-batch", ("sluice", "hand"))):
+    pairs = (
+        ("sluice", ("hand", "kafka-python")),
+        ("sluice-map-batch", ("sluice", "hand", "hand-polars", "floor")),
+        ("hand-polars", ("sluice", "hand")),
+        ("hand", ("floor",)),
+    )
+    for mine, others in pairs:
         for other in others:
             m, o = best.get(mine), best.get(other)
             if m and o:
@@ -167,6 +186,12 @@ def goals_text(summary: dict) -> str:
             if c["best_msg_per_s"]
             else f"- {n}: no valid measurement"
         )
+    for n, c in summary["contenders"].items():
+        if "consume_only_msg_per_s" in c:
+            lines.append(
+                f"- {n} phases: consume only {c['consume_only_msg_per_s']:,} msg/s, "
+                f"produce only {c['produce_only_msg_per_s']:,} msg/s (best of each)"
+            )
     for name, value in summary["ratios"].items():
         median = summary["ratios_of_medians"][name]
         lines.append(f"- {name}: {value:.2f}x (best of each; {median:.2f}x of the medians)")
@@ -238,6 +263,11 @@ def main(argv: list[str] | None = None) -> int:
                 results.append(r)
                 rate = f"{r.msg_per_s:,.0f} msg/s" if r.msg_per_s else "no rate"
                 print(f"  round {rnd + 1} {name:>12}: {rate}, peak RSS {r.peak_rss_mb:.0f} MB, {r.verdict}")
+                if "consume_only_msg_per_s" in r.child:
+                    print(
+                        f"    {'':>12}  consume only {r.child['consume_only_msg_per_s']:,} msg/s, "
+                        f"produce only {r.child['produce_only_msg_per_s']:,} msg/s"
+                    )
                 if not r.ok and r.stderr_tail:
                     print("    stderr:\n" + "\n".join("      " + line for line in r.stderr_tail.splitlines()))
         profile_path = None

@@ -46,6 +46,7 @@ CLIENT_CONSUMER: dict[str, Any] = {
     "enable.partition.eof": False,
     "partition.assignment.strategy": "cooperative-sticky",
     "queued.max.messages.kbytes": 32768,
+    "fetch.queue.backoff.ms": 10,
 }
 CLIENT_PRODUCER: dict[str, Any] = {
     "enable.idempotence": True,

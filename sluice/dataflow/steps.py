@@ -298,17 +298,20 @@ class MapBatch(Step):
 
     def finish(self, kind: Any, df: Any, records: list[Record]) -> list[Record]:
         """Run the user's function on ``df`` and turn its rows back into records."""
-        name = getattr(self.fn, "__name__", "fn")
+        positions, values, keys = self.run(kind, df)
+        last = records[-1] if records else (None, None, None)
+        sources = [records[p] for p in positions] if positions is not None else [last] * len(values)
+        if keys is None:
+            return [(value, source[1], source[2]) for value, source in zip(values, sources, strict=True)]
+        return [(value, key, source[2]) for value, key, source in zip(values, keys, sources, strict=True)]
+
+    def run(self, kind: FrameKind, df: Any) -> tuple[list[int] | None, list[Any], list[Any] | None]:
+        """``fn(df)`` as ``(input position of each row or None, values, keys or None)``."""
         out = self.fn(df)
-        kind.check(out, name)
+        kind.check(out, getattr(self.fn, "__name__", "fn"))
         keys = kind.column(out, self.key) if self.key is not None else None
         positions, values = kind.rows(out, self.raw_out)
-        last = records[-1] if records else (None, None, None)
-        result: list[Record] = []
-        for i, value in enumerate(values):
-            source = records[positions[i]] if positions is not None else last
-            result.append((value, keys[i] if keys is not None else source[1], source[2]))
-        return result
+        return positions, values, keys
 
     def apply_one(self, record: Record) -> list[Record]:
         return self.apply([record])

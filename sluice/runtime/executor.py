@@ -11,10 +11,11 @@ function is called twice for a record that did not fail.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from functools import partial
+from operator import methodcaller
 from pathlib import Path
+from types import MethodType
 from typing import Any
 
 import orjson
@@ -36,6 +37,7 @@ from sluice.serde import deserializer, key_serializer, serializer
 __all__ = ["Executor"]
 
 Produce = Callable[..., None]
+_VALUE, _KEY = methodcaller("value"), methodcaller("key")
 
 
 @dataclass
@@ -56,7 +58,13 @@ def _merge(per_record: list[list[Record] | None], recovered: dict[int, list[Reco
 
 
 class _Emitter:
-    """Produces the records reaching a ``To`` step, each acknowledged against its batch."""
+    """Produces the records reaching a ``To`` step, each acknowledged against its batch.
+
+    Each output's delivery callback is ``batch.on_delivery`` bound to its source message
+    (``MethodType(on_delivery, msg)(err, out)`` calls ``on_delivery(msg, err, out)``), so
+    a refused output is traced to the record it came from. A bound method costs about
+    half of a ``functools.partial`` to create and to call, once per output record.
+    """
 
     def __init__(
         self, step: To, source: Source, produce: Produce, poll: Callable[[float], Any], router: FailureRouter
@@ -69,7 +77,8 @@ class _Emitter:
             else (source.value if isinstance(source.value, str) else "json")
         )
         self.writes_json = value_spec == "json"
-        self.serialize = serializer(value_spec)
+        #: None: the values reaching this step are already the bytes to write (map_batch's NDJSON lines)
+        self.serialize: Callable[[Any], Any] | None = serializer(value_spec)
         if step.keyed:
             self.key_serialize: Callable[[Any], Any] | None = key_serializer
         else:
@@ -80,33 +89,43 @@ class _Emitter:
         self.produced = 0
 
     def __call__(self, records: list[Record], batch: Batch) -> None:
+        self._produce_all(records, len(records), batch)
+
+    def emit_rows(self, values: list[Any], keys: list[Any] | None, sources: list[Any], batch: Batch) -> None:
+        """Produce map_batch's rows: ``values[i]`` with key ``keys[i]`` (None: its source's) from ``sources[i]``."""
+        rows = zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True)
+        self._produce_all(rows, len(values), batch)
+
+    def _produce_all(self, rows: Iterable[Record], count: int, batch: Batch) -> None:
+        # ``for value, key, msg in rows`` unpacks at once: over a zip, no tuple is built per row
         topic, produce, ser, kser = self.topic, self._produce, self.serialize, self.key_serialize
         on_delivery = batch.on_delivery
-        batch.expect(len(records))
-        for index, record in enumerate(records):
-            value, key, msg = record
+        batch.expect(count)
+        index = -1
+        for value, key, msg in rows:
+            index += 1
             try:
                 ts = msg.timestamp()[1]
                 produce(
                     topic,
-                    ser(value),
+                    value if ser is None else ser(value),
                     key if kser is None else kser(key),
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=partial(on_delivery, msg),
+                    on_delivery=MethodType(on_delivery, msg),
                 )
             except BufferError:
-                self._produce_one(record, batch)
+                self._produce_one((value, key, msg), batch)
             except Exception as exc:  # noqa: BLE001 - serialization failed or produce refused at once
                 batch.settle()
-                self._failed(index, record, exc, batch)
-        self.produced += len(records)
+                self._failed(index, (value, key, msg), exc, batch)
+        self.produced += count
 
     def _produce_one(self, record: Record, batch: Batch) -> list[Record]:
         """Produce one record, serving delivery reports while the producer queue is full."""
         value, key, msg = record
         ts = msg.timestamp()[1]
-        payload = self.serialize(value)
+        payload = value if self.serialize is None else self.serialize(value)
         key_bytes = key if self.key_serialize is None else self.key_serialize(key)
         while True:
             try:
@@ -116,7 +135,7 @@ class _Emitter:
                     key_bytes,
                     timestamp=ts if ts > 0 else 0,
                     headers=msg.headers(),
-                    on_delivery=partial(batch.on_delivery, msg),
+                    on_delivery=MethodType(batch.on_delivery, msg),
                 )
                 return [record]
             except BufferError:
@@ -300,7 +319,7 @@ class Executor:
                 node.step = replace(node.step, raw_out=True)
                 for child in node.children:
                     assert child.emit is not None
-                    child.emit.serialize = serializer("bytes")
+                    child.emit.serialize = None
             if json_source and len(nodes) == 1 and nodes is plan.nodes:
                 node.step = replace(node.step, raw_in=True)
                 plan.raw_in = True
@@ -319,8 +338,7 @@ class Executor:
     def run(self, msgs: list[Any], batch: Batch) -> None:
         """Process ``msgs`` (error-free Kafka messages); outputs are acknowledged against ``batch``."""
         if self._single is not None:
-            plan = self._single
-            self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
+            self._run_plan(self._single, msgs, batch)
             return
         by_topic: dict[str, list[Any]] = {}
         for m in msgs:
@@ -330,8 +348,13 @@ class Executor:
                 group = by_topic[topic] = []
             group.append(m)
         for topic, group in by_topic.items():
-            plan = self._plans[topic]
-            self._run_nodes(plan.nodes, plan.records(group, batch), batch)
+            self._run_plan(self._plans[topic], group, batch)
+
+    def _run_plan(self, plan: _SourcePlan, msgs: list[Any], batch: Batch) -> None:
+        if plan.raw_in:
+            self._run_map_batch_messages(plan.nodes[0], msgs, batch)
+            return
+        self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
 
     def run_parked(self, msg: Any, batch: Batch) -> None:
         """Run a record from a retry topic again, through the path of the step that failed."""
@@ -405,10 +428,44 @@ class Executor:
     def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
         step = node.step
-        assert isinstance(step, MapBatch) and node.plan is not None
+        assert isinstance(step, MapBatch)
         try:
             return step.apply(records)
-        except NotColumnar:
+        except Exception as exc:  # noqa: BLE001 - retried, then bisected
+            return self._map_batch_failed(node, records, exc, batch)
+
+    def _run_map_batch_messages(self, node: _Node, msgs: list[Any], batch: Batch) -> None:
+        """``raw_in``: the frame is read from the messages' bytes; no per-record tuple unless it fails.
+
+        With ``raw_out`` too, the rows go to the topics as NDJSON lines, each with its source
+        message's key, timestamp and headers, without a record per row either.
+        """
+        step = node.step
+        assert isinstance(step, MapBatch)
+        try:
+            kind = step.kind()
+            positions, values, keys = step.run(kind, kind.from_ndjson(list(map(_VALUE, msgs))))
+            sources = [msgs[p] for p in positions] if positions is not None else [msgs[-1]] * len(values)
+        except Exception as exc:  # noqa: BLE001 - retried, then bisected, as records
+            out = self._map_batch_failed(node, [(m.value(), m.key(), m) for m in msgs], exc, batch)
+        else:
+            if not values or not node.children:
+                return
+            if step.raw_out:
+                for child in node.children:
+                    assert child.emit is not None
+                    child.emit.emit_rows(values, keys, sources, batch)
+                return
+            out = list(zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True))
+        if node.children and out:
+            self._run_nodes(node.children, out, batch)
+
+    def _map_batch_failed(
+        self, node: _Node, records: list[Record], failure: Exception, batch: Batch
+    ) -> list[Record]:
+        step = node.step
+        assert isinstance(step, MapBatch) and node.plan is not None
+        if isinstance(failure, NotColumnar):
             # malformed bytes (or a tombstone): decode record by record, dead-lettering what fails
             records = node.plan.decode([r[2] for r in records], batch)
             step = replace(step, raw_in=False)
@@ -416,8 +473,6 @@ class Executor:
                 return step.apply(records) if records else []
             except Exception as exc:  # noqa: BLE001 - handled below like any failure of the function
                 failure = exc
-        except Exception as exc:  # noqa: BLE001 - retried, then bisected
-            failure = exc
         policy = step.on_error or self._router.policy
         for attempt in range(1, policy.retries + 1):
             self._router.sleep(policy.delay(attempt))

@@ -112,6 +112,44 @@ def test_malformed_json_in_a_columnar_batch_is_dead_lettered_and_the_rest_procee
     assert dict(dead[0].headers)["sluice.error.stage"] == b"deserialize"
 
 
+def test_output_row_refused_by_kafka_is_dead_lettered_as_its_source_record(kafka, topic_factory):
+    big = {5, 61}
+    src = topic_factory()
+    out = topic_factory(config={"max.message.bytes": "20000"})
+    kafka.produce(
+        src,
+        [
+            (f"k{i}".encode(), orjson.dumps({"id": i, "pad": "x" * (50_000 if i in big else 10)}))
+            for i in range(100)
+        ],
+    )
+    app = make_app(kafka, max_poll_records=10, producer_config={"linger.ms": 0})
+    app.on_error(retries=1, backoff="1ms")
+    app.stream(src).map_batch(lambda df: df, max_rows=10).to(out)
+    with running(app) as outcome:
+        wait_for(
+            lambda: sum(max(o, 0) for o in kafka.committed(app.name, src, 1).values()) == 100,
+            60,
+            what="all offsets committed",
+            outcome=outcome,
+        )
+        dead = kafka.drain(f"{app.name}.dlq", expected=len(big), timeout=30)
+        got = kafka.drain(out, idle=2)
+    kafka.created.append(f"{app.name}.dlq")
+    # the broker refuses a whole record batch: rows sent with a big one are dead letters too
+    dead_ids = {orjson.loads(r.value)["id"] for r in dead}
+    assert dead_ids >= big
+    for r in dead:
+        h = dict(r.headers)
+        ident = orjson.loads(r.value)["id"]
+        assert int(h["sluice.error.offset"]) == ident, "traced to its own source record"
+        assert r.key == f"k{ident}".encode()
+        assert h["sluice.error.stage"] == b"produce"
+    out_ids = [orjson.loads(r.value)["id"] for r in got]
+    assert sorted(out_ids + sorted(dead_ids)) == list(range(100)), "inputs = outputs + dead letters"
+    assert all(r.key == f"k{orjson.loads(r.value)['id']}".encode() for r in got)
+
+
 def test_key_column_sets_output_keys_and_aggregates_work(kafka, topic_factory):
     src, out = topic_factory(), topic_factory(partitions=3)
     kafka.produce(src, [(None, orjson.dumps(event(i))) for i in range(90)])
@@ -164,7 +202,8 @@ APP = """
 import polars as pl
 from sluice import App
 
-app = App({group!r}, brokers={bootstrap!r}, commit_interval="100ms")
+# 100-record batches of 50 ms: 20,000 records take ~10 s, so the kill lands mid-stream
+app = App({group!r}, brokers={bootstrap!r}, commit_interval="100ms", max_poll_records=100)
 
 def slow_batches(df):
     import time
