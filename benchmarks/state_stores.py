@@ -23,7 +23,7 @@ Keys are ``b"k" + 10-digit user id + 8-byte big-endian window end`` (19 bytes);
 scrambled order. Values are JSON aggregates of 60-85 bytes. Every answer is checked
 (untimed) against what was written; a wrong answer makes the process exit 1.
 
-Run: ``.venv/bin/python -m benchmarks.state_stores --keys 10000000`` (about 15 minutes);
+Run: ``.venv/bin/python -m benchmarks.state_stores --keys 10000000`` (about 30 minutes on 2 shared cores, most of it SQLite's writes);
 writes ``benchmarks/results/state-stores-<date>.md`` and ``.json``.
 Smoke: ``--keys 20000`` (runs below 100,000 keys also check the whole store after
 reopening it, and write no result files).
