@@ -59,6 +59,10 @@ class PartitionStore:
         self.logged_stream_time = self.stream_time
         #: decoded states of recently used groups (the caller's objects, as written); bounded
         self.cache: dict[bytes, Any] = {}
+        # every live index entry closes after the last stream time scanned (windows are created
+        # open): scans start there, above the deletion markers of closed windows, which RocksDB
+        # would otherwise step over one by one until a compaction removes them
+        self._due_floor: int | None = None
 
     def reset(self) -> None:
         """Drop everything (the changelog is read again from its beginning)."""
@@ -97,7 +101,7 @@ class PartitionStore:
         """``(close time, group key)`` of every group with something that closes at ``stream_time``."""
         out: list[tuple[int, bytes]] = []
         it = self._db.iter()
-        it.seek(_INDEX)
+        it.seek(_INDEX if self._due_floor is None else _index_key(self._due_floor, b""))
         limit = stream_time + _BIAS
         while it.valid():
             raw = it.key()
@@ -109,6 +113,7 @@ class PartitionStore:
             out.append((close - _BIAS, raw[9:]))
             it.next()
         del it
+        self._due_floor = stream_time + 1
         return out
 
     def close(self, checkpoint: int | None) -> None:
