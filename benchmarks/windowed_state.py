@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
 T0 = int(time.time() * 1000) // 60_000 * 60_000 - 3_600_000  # a minute boundary, an hour ago
 SPAN_MS = 600_000
+FLUSH_AFTER_MS = 30 * 60_000  # past every window's end + grace (10 min)
 
 STATELESS = """
 from sluice import App
@@ -203,12 +204,20 @@ def main(argv: list[str] | None = None) -> int:
             args.timeout,
         )  # fmt: skip
         # one far-future record per key closes every window
+        # (in the past still: brokers refuse timestamps more than an hour ahead)
         producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 20})
+        refused: list[str] = []
         for k in range(args.keys):
             producer.produce(
-                topic, b'{"user": "flush-%d"}' % k, b"flush-%d" % k, timestamp=T0 + 100 * SPAN_MS
+                topic,
+                b'{"user": "flush-%d"}' % k,
+                b"flush-%d" % k,
+                timestamp=T0 + SPAN_MS + FLUSH_AFTER_MS,
+                on_delivery=lambda err, _m: refused.append(str(err)) if err else None,
             )
         producer.flush(60)
+        if refused:
+            raise RuntimeError(f"flush records refused: {refused[0]}")
         finals = drain_finals(out_b, len(expected), args.timeout)
         windowed["peak_rss_mb"] = max(windowed["peak_rss_mb"], peak_rss_mb(windowed["proc"].pid))
         code = stop(windowed["proc"])
