@@ -542,6 +542,9 @@ class Runner:
         in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
         if not self._paused and in_flight >= cap:
             self._set_paused(True)
+            if self._executor is not None and self._txn is None:
+                # batches held for the changelog count as in flight: release them now, not at the commit
+                self._executor.flush_state()
         elif self._paused and in_flight <= cap // 2:
             self._set_paused(False)
 
