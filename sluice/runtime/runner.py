@@ -197,16 +197,7 @@ class Runner:
                         "idempotent=True) if yours is (effectively-once)"
                     )
                     raise ConfigError(msg)
-        if self.options.concurrency > 1:
-            msg = (
-                "guarantee='exactly_once' runs on the poll thread: use concurrency=1 (scale out with workers)"
-            )
-            raise ConfigError(msg)
-        if any(p.retry_topics for p in self._policies()):
-            msg = (
-                "guarantee='exactly_once' does not support retry topics: use retries and a dead-letter topic"
-            )
-            raise ConfigError(msg)
+        self._require_offset_order("guarantee='exactly_once'")
 
     def _check_stateful(self) -> None:
         steps = [s for source in self.sources for s in _steps_below(source.root, Aggregate)]
@@ -219,14 +210,18 @@ class Runner:
                 f"two aggregations are named {twice[0]!r}: give each its own name= (it names its state store)"
             )
             raise ConfigError(msg)
+        self._require_offset_order("aggregations and windows")
+
+    def _require_offset_order(self, what: str) -> None:
+        """Refuse what reorders records: worker threads and retry topics."""
         if self.options.concurrency > 1:
             msg = (
-                "aggregations and windows run on the poll thread: use concurrency=1 "
+                f"{what}: records are processed on the poll thread, use concurrency=1 "
                 "(scale out with more workers: sluice run --workers N)"
             )
             raise ConfigError(msg)
         if any(p.retry_topics for p in self._policies()):
-            msg = "retry topics reorder records, which windows and aggregations cannot follow: use retries and a dead-letter topic"
+            msg = f"{what}: retry topics reorder records; use retries and a dead-letter topic"
             raise ConfigError(msg)
 
     def _policies(self) -> list[ErrorPolicy]:
@@ -734,7 +729,7 @@ class Runner:
             batch.registry = None
         self._failed_batches.clear()
         self.tracker = OffsetTracker()
-        self._txn.restart()
+        self._txn.begin()
 
     def _forget(self, partitions: set[TopicPartitionKey]) -> None:
         self.tracker.forget(partitions)
@@ -827,6 +822,20 @@ class Runner:
             self._collect()
 
     # ------------------------------------------------------------------ shutdown
+    def _close_consumer(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                logger.warning("%s: closing the consumer: %s", self.name, exc)
+
+    def _close_sinks(self) -> None:
+        if self._executor is not None:
+            try:
+                self._executor.close_sinks()
+            except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
+                logger.warning("%s: closing a sink failed: %s", self.name, exc)
+
     def _shutdown(self) -> bool:
         consumer, producer = self._consumer, self._producer
         clean = True
@@ -839,13 +848,8 @@ class Runner:
                 except SluiceError as exc:
                     logger.warning("%s: %s", self.name, exc)
             self._close_stores(None, clean=clean and self._fatal is None)
-            if consumer is not None:
-                try:
-                    consumer.close()
-                except (KafkaException, RuntimeError) as exc:
-                    logger.warning("%s: closing the consumer: %s", self.name, exc)
-            if self._executor is not None:
-                self._executor.close_sinks()
+            self._close_consumer()
+            self._close_sinks()
             return clean and self._fatal is None
         if self._executor is not None and self._fatal is None:
             self._executor.flush_state()
@@ -853,11 +857,7 @@ class Runner:
             if self._fatal is None:
                 self._drain(set(self._assigned), self.options.shutdown_timeout)
             self._dispatcher.stop()
-        if self._executor is not None:
-            try:
-                self._executor.close_sinks()
-            except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
-                logger.warning("%s: closing a sink failed: %s", self.name, exc)
+        self._close_sinks()
         if producer is not None:
             remaining = producer.flush(self.options.shutdown_timeout)
             if remaining:
@@ -872,10 +872,7 @@ class Runner:
             # what is complete is committed even after a fatal error: the failed batch never is
             self._collect()
             self._commit(asynchronous=False)
-            try:
-                consumer.close()
-            except (KafkaException, RuntimeError) as exc:
-                logger.warning("%s: closing the consumer: %s", self.name, exc)
+            self._close_consumer()
         self._close_stores(None, clean=clean and self.tracker.in_flight == 0 and self._fatal is None)
         logger.info(
             "%s: stopped after %d records in, %d batches, %d commits",

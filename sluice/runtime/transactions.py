@@ -89,10 +89,6 @@ class Transactions:
             raise _fatal("aborting the transaction", exc) from exc
         self.open = False
 
-    def restart(self) -> None:
-        """After an abort: open the next transaction."""
-        self.begin()
-
 
 def _fatal(doing: str, exc: KafkaException) -> SluiceError:
     err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
