@@ -20,6 +20,7 @@ __all__ = [
     "delete_topics",
     "end_offset_total",
     "expected_click_ids",
+    "input_producer",
     "make_event",
     "produce_events",
     "unique_name",
@@ -95,18 +96,30 @@ def delete_topics(names: Iterable[str], brokers: str = BROKERS) -> None:
             future.result(timeout=60)
 
 
-def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
-    """Write ``records`` events keyed by user, acks=all; return the seconds it took."""
-    producer = Producer(
+def input_producer(brokers: str = BROKERS, **config: object) -> Producer:
+    """A producer for benchmark inputs: idempotent, so each partition keeps the order written.
+
+    Without idempotence librdkafka retries a refused batch behind later ones (a fresh
+    broker refuses the first writes to a new topic): the input then reaches the broker
+    out of order, and windowed results change with it.
+    """
+    return Producer(
         {
             "bootstrap.servers": brokers,
+            "enable.idempotence": True,
             "acks": "all",
             "linger.ms": 20,
             "batch.size": 1_000_000,
             "queue.buffering.max.messages": 500_000,
             "queue.buffering.max.kbytes": 262_144,
+            **config,
         }
     )
+
+
+def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
+    """Write ``records`` events keyed by user, acks=all; return the seconds it took."""
+    producer = input_producer(brokers)
     errors: list[str] = []
 
     def on_delivery(err, _msg):

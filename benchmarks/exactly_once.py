@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
-from benchmarks._kafka import BROKERS, create_topics, delete_topics, unique_name
+from benchmarks._kafka import BROKERS, create_topics, delete_topics, input_producer, unique_name
 from benchmarks.windowed_state import PARTITIONS, committed_and_end, peak_rss_mb, produce, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def latency(topic: str, out: str, rate: int, seconds: float) -> dict:
     stop_at = time.time() + seconds + 10
 
     def produce_paced() -> None:
-        producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 1})
+        producer = input_producer(**{"linger.ms": 1})
         begin = time.perf_counter()
         for i in range(int(rate * seconds)):
             due = begin + i / rate

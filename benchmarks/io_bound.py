@@ -30,9 +30,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer
 
-from benchmarks._kafka import BROKERS, create_topics, delete_topics, unique_name
+from benchmarks._kafka import BROKERS, create_topics, delete_topics, input_producer, unique_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HANDLER_S = 0.02
@@ -63,7 +63,7 @@ class OrderLog:
 
 
 def produce_input(topic: str, records: int) -> None:
-    producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 5})
+    producer = input_producer(**{"linger.ms": 5})
     for i in range(records):
         producer.produce(
             topic, key=f"key-{i % KEYS}", value=orjson.dumps({"id": i, "key": f"key-{i % KEYS}"})

@@ -39,9 +39,9 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
-from benchmarks._kafka import BROKERS, create_topics, delete_topics, unique_name
+from benchmarks._kafka import BROKERS, create_topics, delete_topics, input_producer, unique_name
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -65,7 +65,7 @@ app = App({group!r}, brokers={brokers!r}, state_dir={state!r})
 
 def produce(topic: str, records: int, keys: int) -> Counter:
     """Produce the input; return the expected count per (user, window start)."""
-    producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 20, "acks": "all"})
+    producer = input_producer()
     expected: Counter = Counter()
     step = SPAN_MS / records
     for i in range(records):
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
         )  # fmt: skip
         # one far-future record per key closes every window
         # (in the past still: brokers refuse timestamps more than an hour ahead)
-        producer = Producer({"bootstrap.servers": BROKERS, "linger.ms": 20})
+        producer = input_producer()
         refused: list[str] = []
         for k in range(args.keys):
             producer.produce(

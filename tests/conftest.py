@@ -88,7 +88,9 @@ class KafkaHelper:
         raise TimeoutError(f"topic {topic} has no leader for every partition after {timeout}s")
 
     def producer(self, **config) -> Producer:
-        return Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 5, **config})
+        # idempotent: a batch refused by a fresh broker is retried in place, not behind later ones
+        base = {"bootstrap.servers": self.bootstrap, "linger.ms": 5, "enable.idempotence": True}
+        return Producer({**base, **config})
 
     def produce(
         self,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from benchmarks._kafka import BROKERS, make_event, unique_name
+from benchmarks._kafka import BROKERS, input_producer, make_event, unique_name
 from benchmarks.contenders import WINDOW_MS
 
 __all__ = [
@@ -29,19 +29,6 @@ FLUSH_AFTER_MS = 20 * WINDOW_MS
 #: the data starts this long before "now", minute-aligned: in the past (the broker
 #: refuses timestamps more than an hour ahead) and recent (retention keeps it)
 START_BEFORE_NOW_MS = 30 * WINDOW_MS
-
-
-def _producer(brokers: str) -> Producer:
-    return Producer(
-        {
-            "bootstrap.servers": brokers,
-            "acks": "all",
-            "linger.ms": 20,
-            "batch.size": 1_000_000,
-            "queue.buffering.max.messages": 500_000,
-            "queue.buffering.max.kbytes": 262_144,
-        }
-    )
 
 
 def _flush(producer: Producer, errors: list[str]) -> None:
@@ -86,7 +73,7 @@ def produce_windowed(
     """
     now = int(time.time() * 1000)
     base = now - now % WINDOW_MS - START_BEFORE_NOW_MS
-    producer = _producer(brokers)
+    producer = input_producer(brokers)
     errors: list[str] = []
 
     def on_delivery(err, _msg) -> None:
@@ -126,7 +113,7 @@ def produce_windowed(
 
 def produce_io(topic: str, records: int, keys: int, brokers: str = BROKERS) -> None:
     """``{"id", "key"}`` records keyed by ``key-<i % keys>``."""
-    producer = _producer(brokers)
+    producer = input_producer(brokers)
     errors: list[str] = []
     for i in range(records):
         key = f"key-{i % keys}"
@@ -159,7 +146,7 @@ class LatencyProbe:
         self.arrived: dict[int, float] = {}
         self.duplicates = 0
         self.pings = 0
-        self._producer = Producer({"bootstrap.servers": brokers, "linger.ms": 1, "acks": "all"})
+        self._producer = input_producer(brokers, **{"linger.ms": 1})
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
