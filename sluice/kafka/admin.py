@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
@@ -67,8 +68,10 @@ class TopicAdmin:
         replication = len(next(iter(partitions.values())).replicas) if partitions else 1
         return TopicInfo(topic, len(partitions), replication)
 
-    def watermarks(self, topic: str, partitions: int) -> dict[int, tuple[int, int]]:
-        """(first, end) offset of every partition, as a ``read_committed`` consumer sees them.
+    def watermarks(self, topic: str, partitions: int | Iterable[int]) -> dict[int, tuple[int, int]]:
+        """(first, end) offset of each partition, as a ``read_committed`` consumer sees them.
+
+        ``partitions``: the topic's partition count (all of them), or the partitions to ask for.
 
         Asked through the admin ListOffsets API, which reports an error per partition:
         the consumer's watermark query can return a half-answered pair (one offset for
@@ -78,9 +81,10 @@ class TopicAdmin:
             KafkaUnavailableError: an offset could not be read, or the broker's answer is not usable.
         """
         where = self._config["bootstrap.servers"]
+        wanted = range(partitions) if isinstance(partitions, int) else sorted(partitions)
         answers: dict[str, dict[int, int]] = {}
         for name, spec in (("first", OffsetSpec.earliest()), ("end", OffsetSpec.latest())):
-            request = {TopicPartition(topic, p): spec for p in range(partitions)}
+            request = {TopicPartition(topic, p): spec for p in wanted}
             try:
                 futures = self.client.list_offsets(
                     request, isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=self._timeout
@@ -91,7 +95,7 @@ class TopicAdmin:
                 msg = f"reading the {name} offsets of {topic!r} failed on {where}: {detail}"
                 raise KafkaUnavailableError(msg) from exc
         bounds: dict[int, tuple[int, int]] = {}
-        for p in range(partitions):
+        for p in wanted:
             low, high = answers["first"][p], answers["end"][p]
             if not 0 <= low <= high:
                 msg = f"{topic!r} partition {p}: the brokers on {where} answered first offset {low}, end offset {high}; run again"

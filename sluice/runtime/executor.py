@@ -429,6 +429,13 @@ class Executor:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
         step = node.step
         assert isinstance(step, MapBatch)
+        if len(records) > step.max_rows:  # a consume can bring more than one frame's worth
+            size = step.max_rows
+            return [
+                r
+                for i in range(0, len(records), size)
+                for r in self._map_batch(node, records[i : i + size], batch)
+            ]
         try:
             return step.apply(records)
         except Exception as exc:  # noqa: BLE001 - retried, then bisected
@@ -442,6 +449,10 @@ class Executor:
         """
         step = node.step
         assert isinstance(step, MapBatch)
+        if len(msgs) > step.max_rows:
+            for i in range(0, len(msgs), step.max_rows):
+                self._run_map_batch_messages(node, msgs[i : i + step.max_rows], batch)
+            return
         try:
             kind = step.kind()
             positions, values, keys = step.run(kind, kind.from_ndjson(list(map(_VALUE, msgs))))

@@ -756,7 +756,7 @@ class Runner:
         for node in self._executor.aggregates:
             mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
             if mine:
-                node.open(mine, config, self.options.revoke_timeout)
+                node.open(mine, self._admin, config, self.options.revoke_timeout)
 
     def _close_stores(self, partitions: set[TopicPartitionKey] | None, clean: bool) -> None:
         """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sluice.dataflow.steps import Aggregate, EventTimed, Record
 from sluice.errors import KafkaUnavailableError, SluiceError
+from sluice.kafka.admin import TopicAdmin
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.tracker import Batch
 from sluice.serde import key_serializer
@@ -156,14 +157,16 @@ class AggregateNode:
         self.fatal: SluiceError | None = None
 
     # ------------------------------------------------------------------ store lifecycle
-    def open(self, partitions: list[int], consumer_config: dict[str, Any], timeout: float) -> None:
+    def open(
+        self, partitions: list[int], admin: TopicAdmin, consumer_config: dict[str, Any], timeout: float
+    ) -> None:
         """Open the stores of ``partitions`` and bring them up to the changelog's end."""
         new = {p: PartitionStore(self.directory / str(p)) for p in partitions if p not in self.stores}
         if not new:
             return
         started = time.monotonic()
         try:
-            counts = restore(self.logic, new, self.changelog, consumer_config, timeout)
+            counts = restore(self.logic, new, self.changelog, admin, consumer_config, timeout)
         except BaseException:
             for store in new.values():
                 store.close(None)
@@ -436,6 +439,7 @@ def restore(
     logic: GroupLogic,
     stores: dict[int, PartitionStore],
     changelog: str,
+    admin: TopicAdmin,
     consumer_config: dict[str, Any],
     timeout: float,
 ) -> dict[int, int]:
@@ -443,18 +447,13 @@ def restore(
 
     One consumer reads every partition at once. Returns the records read per partition.
     """
+    bounds = admin.watermarks(changelog, stores)
     consumer = Consumer({**consumer_config, "enable.partition.eof": True})
     try:
         todo: dict[int, int] = {}  # partition -> end offset
         starts: list[TopicPartition] = []
         for partition, store in stores.items():
-            try:
-                low, high = consumer.get_watermark_offsets(
-                    TopicPartition(changelog, partition), timeout=timeout, cached=False
-                )
-            except KafkaException as exc:
-                msg = f"reading the end of changelog {changelog}[{partition}] failed: {exc.args[0].str()}"
-                raise KafkaUnavailableError(msg) from exc
+            low, high = bounds[partition]
             start = store.restored_to
             if start is None or not low <= start <= high:
                 start = low

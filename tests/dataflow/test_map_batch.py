@@ -72,6 +72,24 @@ def test_same_outputs_as_the_per_record_pipeline(kafka, topic_factory, frame):
     assert len(got) == len(ORACLE)
 
 
+def test_a_frame_never_holds_more_than_max_rows(kafka, topic_factory):
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(src, [(None, orjson.dumps(event(i))) for i in range(N)])
+    heights: list[int] = []
+
+    def measured(df):
+        heights.append(df.height)
+        return df
+
+    app = make_app(kafka, max_poll_records=500)  # a consume brings many frames' worth of the backlog
+    app.stream(src).map_batch(measured, max_rows=16).to(out)
+    with running(app):
+        got = kafka.drain(out, expected=N)
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == list(range(N))
+    assert sum(heights) == N
+    assert max(heights) == 16, heights
+
+
 def test_poison_row_alone_goes_to_the_dead_letter_topic(kafka, topic_factory):
     src, out = topic_factory(), topic_factory()
     kafka.produce(
