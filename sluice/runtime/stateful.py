@@ -224,8 +224,8 @@ class AggregateNode:
                 )
                 out.extend(recovered.get(0, ()))
         trigger = records[-1][2]
+        out.extend(self._close_due(ctx, trigger))
         blobs = self._write_back(ctx)
-        out.extend(self._close_due(ctx, trigger, blobs))
         self._write_changelog(partition, ctx, blobs, trigger, batch)
         return out
 
@@ -233,7 +233,7 @@ class AggregateNode:
         value, key, meta = record
         ts = meta.timestamp()[1]
         extracted = self.step.aggregation.extract(value)
-        kb = _key_bytes(key)
+        kb = key.encode() if type(key) is str else _key_bytes(key)
         state = self._load(ctx, kb)
         stream_time = ts if ts > ctx.stream_time else ctx.stream_time
         added = self.logic.add(state, ts, extracted, stream_time)
@@ -298,22 +298,34 @@ class AggregateNode:
         ctx.changed.clear()
         return blobs
 
-    def _close_due(self, ctx: _Pass, trigger: Any, blobs: dict[bytes, bytes | None]) -> list[Record]:
-        """Report (``final``) and drop every window that closed at the pass's stream time."""
-        due = ctx.store.due(ctx.stream_time)
+    def _close_due(self, ctx: _Pass, trigger: Any) -> list[Record]:
+        """Report (``final``) and drop every window that closed at the pass's stream time.
+
+        Due are the groups the store's index lists, and the groups this pass changed whose
+        windows the stream time it reached already closes (not in the index yet: the pass
+        writes its states back once, after this).
+        """
+        stream_time = ctx.stream_time
+        due = {kb: close for close, kb in ctx.store.due(stream_time)}
+        next_close = self.logic.next_close
+        for kb in ctx.changed:
+            state = ctx.states[kb]
+            if state is not None and kb not in due:
+                close = next_close(state)
+                if close is not None and close <= stream_time:
+                    due[kb] = close
         if not due:
             return []
         out: list[Record] = []
-        for _close, kb in due:
+        for kb in sorted(due, key=lambda kb: (due[kb], kb)):
             state = self._load(ctx, kb)
             if state is None:
                 continue
-            left, closed = self.logic.close(state, ctx.stream_time)
+            left, closed = self.logic.close(state, stream_time)
             ctx.states[kb] = left
             ctx.changed.add(kb)
             if self._final:
                 out.extend(self._output(state["k"], kb, s, e, v, trigger, -1) for s, e, v in closed)
-        blobs.update(self._write_back(ctx))
         return out
 
     def _write_changelog(
