@@ -6,11 +6,11 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "input_producer",
     "make_event",
     "produce_events",
+    "read_topic",
     "unique_name",
     "verify_output",
 ]
@@ -203,42 +204,51 @@ class Verdict:
         )
 
 
-def verify_output(topic: str, partitions: int, expected_ids: set[int], brokers: str = BROKERS) -> Verdict:
-    """Read ``topic`` to its end offsets and compare its ids with ``expected_ids``."""
+def read_topic(
+    topic: str, partitions: int, brokers: str = BROKERS, timeout: float = 120
+) -> Iterator[Message]:
+    """Every record of ``topic`` up to its current end offsets, partition order kept."""
     end = end_offset_total(topic, partitions, brokers)
     consumer = Consumer(
         {
             "bootstrap.servers": brokers,
-            "group.id": unique_name("bench-verify"),
+            "group.id": unique_name("bench-check"),
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
         }
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    seen: set[int] = set()
-    count = duplicates = malformed = 0
-    keys = {"id", "page", "user"}
-    deadline = time.monotonic() + 120
+    count = 0
+    deadline = time.monotonic() + timeout
     try:
         while count < end and time.monotonic() < deadline:
             for msg in consumer.consume(5000, timeout=1):
-                if msg.error() is not None:
-                    continue
-                count += 1
-                try:
-                    value = orjson.loads(msg.value())
-                    ident = value["id"]
-                    if value.keys() != keys or not value["page"].startswith("/products/"):
-                        malformed += 1
-                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-                    malformed += 1
-                    continue
-                if ident in seen:
-                    duplicates += 1
-                else:
-                    seen.add(ident)
+                if msg.error() is None:
+                    count += 1
+                    yield msg
     finally:
         consumer.close()
+
+
+def verify_output(topic: str, partitions: int, expected_ids: set[int], brokers: str = BROKERS) -> Verdict:
+    """Read ``topic`` to its end offsets and compare its ids with ``expected_ids``."""
+    seen: set[int] = set()
+    count = duplicates = malformed = 0
+    keys = {"id", "page", "user"}
+    for msg in read_topic(topic, partitions, brokers):
+        count += 1
+        try:
+            value = orjson.loads(msg.value())
+            ident = value["id"]
+            if value.keys() != keys or not value["page"].startswith("/products/"):
+                malformed += 1
+        except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
+            malformed += 1
+            continue
+        if ident in seen:
+            duplicates += 1
+        else:
+            seen.add(ident)
     return Verdict(
         records=count,
         expected=len(expected_ids),

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import orjson
-from confluent_kafka import Consumer, Message, TopicPartition
 
-from benchmarks._kafka import BROKERS, end_offset_total, unique_name, verify_output
+from benchmarks._kafka import read_topic, verify_output
 from benchmarks.contenders import WINDOW_MS
 
-__all__ = ["Check", "check_clicks", "check_io", "check_windows", "read_topic"]
+__all__ = ["Check", "check_clicks", "check_io", "check_windows"]
 
 
 @dataclass(frozen=True)
@@ -21,32 +18,6 @@ class Check:
 
     ok: bool
     text: str
-
-
-def read_topic(
-    topic: str, partitions: int, brokers: str = BROKERS, timeout: float = 120
-) -> Iterator[Message]:
-    """Every record of ``topic`` up to its current end offsets, partition order kept."""
-    end = end_offset_total(topic, partitions, brokers)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": brokers,
-            "group.id": unique_name("bench-check"),
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    count = 0
-    deadline = time.monotonic() + timeout
-    try:
-        while count < end and time.monotonic() < deadline:
-            for msg in consumer.consume(5000, timeout=1):
-                if msg.error() is None:
-                    count += 1
-                    yield msg
-    finally:
-        consumer.close()
 
 
 def check_clicks(topic: str, partitions: int, expected_ids: set[int], *, complete: bool = True) -> Check:
