@@ -29,6 +29,7 @@ from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.failures import FailureRouter, IndexedFailure
+from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
 from sluice.runtime.tracker import Batch
@@ -83,7 +84,7 @@ class _Emitter:
             self.key_serialize: Callable[[Any], Any] | None = key_serializer
         else:
             self.key_serialize = None if source.key == "bytes" else serializer(source.key, "key")
-        self._produce = produce
+        self.produce = produce
         self._poll = poll
         self._router = router
         self.produced = 0
@@ -98,7 +99,7 @@ class _Emitter:
 
     def _produce_all(self, rows: Iterable[Record], count: int, batch: Batch) -> None:
         # ``for value, key, msg in rows`` unpacks at once: over a zip, no tuple is built per row
-        topic, produce, ser, kser = self.topic, self._produce, self.serialize, self.key_serialize
+        topic, produce, ser, kser = self.topic, self.produce, self.serialize, self.key_serialize
         on_delivery = batch.on_delivery
         batch.expect(count)
         index = -1
@@ -114,12 +115,17 @@ class _Emitter:
                     headers=msg.headers(),
                     on_delivery=MethodType(on_delivery, msg),
                 )
-            except BufferError:
-                self._produce_one((value, key, msg), batch)
-            except Exception as exc:  # noqa: BLE001 - serialization failed or produce refused at once
-                batch.settle()
-                self._failed(index, (value, key, msg), exc, batch)
+            except Exception as exc:  # noqa: BLE001 - queue full, serialization failed or produce refused
+                self.recover(index, (value, key, msg), exc, batch)
         self.produced += count
+
+    def recover(self, index: int, record: Record, exc: Exception, batch: Batch) -> None:
+        """``record`` (already expected by ``batch``) was not produced: wait for room, or the failure policy."""
+        if isinstance(exc, BufferError):
+            self._produce_one(record, batch)
+        else:
+            batch.settle()
+            self._failed(index, record, exc, batch)
 
     def _produce_one(self, record: Record, batch: Batch) -> list[Record]:
         """Produce one record, serving delivery reports while the producer queue is full."""
@@ -129,7 +135,7 @@ class _Emitter:
         key_bytes = key if self.key_serialize is None else self.key_serialize(key)
         while True:
             try:
-                self._produce(
+                self.produce(
                     self.topic,
                     payload,
                     key_bytes,
@@ -162,6 +168,40 @@ class _RepartitionEmitter(_Emitter):
         super().__call__([(v, k, Repartitioned(m, k)) for v, k, m in records], batch)
 
 
+@dataclass(frozen=True)
+class _Fused:
+    """A source's chain of fusable steps and its ``to()``, run by one generated loop."""
+
+    nodes: list[_Node]
+    emitter: _Emitter
+    run: FusedLoop
+
+    @classmethod
+    def of(cls, plan: _SourcePlan) -> _Fused | None:
+        """The fused form of ``plan``'s graph, or None when it is not one such chain."""
+        if plan.raw_in or len(plan.nodes) != 1:
+            return None
+        chain: list[_Node] = []
+        node = plan.nodes[0]
+        while node.emit is None:
+            if not fusable(node.step) or len(node.children) != 1:
+                return None
+            chain.append(node)
+            node = node.children[0]
+        emitter = node.emit
+        if type(emitter) is not _Emitter or node.children:
+            return None
+        spec = LoopSpec(
+            [n.step for n in chain],
+            plan.value_deser,
+            plan.key_deser,
+            emitter.topic,
+            emitter.serialize,
+            emitter.key_serialize,
+        )
+        return cls(chain, emitter, generate(spec))
+
+
 class _SourcePlan:
     """Deserialization and the graph below one source."""
 
@@ -180,6 +220,8 @@ class _SourcePlan:
         )
         self.step_name = f"deserialize({value_name})"
         self._router = router
+        #: the graph as one generated loop, when it is a single chain ending in a ``to()``
+        self.fused: _Fused | None = None
 
     def nodes_to(self, step_name: str) -> list[_Node]:
         """The graph restricted to the path leading to ``step_name`` and everything below it."""
@@ -224,7 +266,14 @@ class _SourcePlan:
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 per_record.append(None)
                 failures.append((index, raw, exc))
-        recovered = self._router.handle(
+        return _merge(per_record, self._recover(failures, batch))
+
+    def recover(self, msg: Any, exc: Exception, batch: Batch) -> list[Record]:
+        """The records of ``msg``, whose deserialization raised ``exc``, after the failure policy."""
+        return self._recover([(0, (msg.value(), msg.key(), msg), exc)], batch).get(0, [])
+
+    def _recover(self, failures: list[IndexedFailure], batch: Batch) -> dict[int, list[Record]]:
+        return self._router.handle(
             "deserialize",
             self.step_name,
             self.source.on_error,
@@ -233,7 +282,6 @@ class _SourcePlan:
             batch,
             backoff=not self.deterministic,
         )
-        return _merge(per_record, recovered)
 
 
 def _row(record: Record) -> SinkRow:
@@ -275,6 +323,7 @@ class Executor:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
             self._bind_map_batches(plan, nodes)
+            plan.fused = _Fused.of(plan)
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
@@ -351,10 +400,39 @@ class Executor:
             self._run_plan(self._plans[topic], group, batch)
 
     def _run_plan(self, plan: _SourcePlan, msgs: list[Any], batch: Batch) -> None:
-        if plan.raw_in:
+        if plan.fused is not None:
+            self._run_fused(plan, plan.fused, msgs, batch)
+        elif plan.raw_in:
             self._run_map_batch_messages(plan.nodes[0], msgs, batch)
-            return
-        self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
+        else:
+            self._run_nodes(plan.nodes, plan.records(msgs, batch), batch)
+
+    def _run_fused(self, plan: _SourcePlan, fused: _Fused, msgs: list[Any], batch: Batch) -> None:
+        """The generated loop over ``msgs``; a record that fails meets the failure policy as in ``_run_nodes``."""
+        emitter, start = fused.emitter, 0
+        while start < len(msgs):
+            produced, failed, stage, value, key, exc = fused.run(
+                msgs, start, emitter.produce, batch.on_delivery
+            )
+            # delivery reports are served by poll(), never inside the loop: expecting them now is in time
+            batch.expect(produced)
+            emitter.produced += produced
+            if exc is None:
+                return
+            assert isinstance(exc, Exception)
+            msg = msgs[failed]
+            if stage == DESERIALIZE:
+                self._run_nodes(plan.nodes, plan.recover(msg, exc, batch), batch)
+            elif stage <= len(fused.nodes):
+                node = fused.nodes[stage - 1]
+                out = self._continue_after(node, [(value, key, msg)], StepFailed(0, [], exc), batch)
+                if out:
+                    self._run_nodes(node.children, out, batch)
+            else:
+                batch.expect(1)
+                emitter.produced += 1
+                emitter.recover(0, (value, key, msg), exc, batch)
+            start = failed + 1
 
     def run_parked(self, msg: Any, batch: Batch) -> None:
         """Run a record from a retry topic again, through the path of the step that failed."""
