@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from confluent_kafka import IsolationLevel, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
@@ -102,6 +102,25 @@ class TopicAdmin:
                 raise KafkaUnavailableError(msg)
             bounds[p] = (low, high)
         return bounds
+
+    def topic_config(self, topic: str, name: str) -> str | None:
+        """One config value of ``topic`` as the brokers apply it (None when it cannot be read)."""
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic)
+        try:
+            configs = self.client.describe_configs([resource], request_timeout=self._timeout)[
+                resource
+            ].result(timeout=self._timeout)
+        except KafkaException as exc:
+            logger.info("describing %s's config failed: %s", topic, exc)
+            return None
+        entry = configs.get(name)
+        return entry.value if entry is not None else None
+
+    def max_message_bytes(self, topic: str, producer_config: dict | None = None) -> int:
+        """The largest record ``topic`` takes: its ``max.message.bytes``, capped by the producer's own limit."""
+        local = int((producer_config or {}).get("message.max.bytes", 1_000_000))
+        value = self.topic_config(topic, "max.message.bytes")
+        return min(local, int(value)) if value else local
 
     def require_sources(self, topics: list[str]) -> dict[str, TopicInfo]:
         """Describe the source topics; raise ``TopicNotFoundError`` naming the first missing one."""

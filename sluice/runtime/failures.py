@@ -18,18 +18,28 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
+
+from confluent_kafka import KafkaException
 
 from sluice.dataflow.steps import Record
 from sluice.errors import DeliveryError, DeserializationError, RecordError, SluiceError, StepError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
-from sluice.runtime.retry_topics import RETRY_DUE, RETRY_LEVEL, is_internal_header, retry_topic
+from sluice.runtime.collector import RecordCollector, error_of
+from sluice.runtime.retry_topics import (
+    RETRY_DUE,
+    RETRY_LEVEL,
+    is_internal_header,
+    parse_retry_headers,
+    retry_topic,
+)
 from sluice.runtime.tracker import Batch
 
-__all__ = ["DeadLetterError", "FailureRouter", "IndexedFailure"]
+__all__ = ["DeadLetterError", "DeadLetterOrigin", "FailureRouter", "IndexedFailure"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +54,50 @@ _FATAL_KIND: dict[str, type[SluiceError]] = {
 }
 
 
+#: room for the ``sluice.error.*`` headers above a source record's size (their values are bounded)
+_CONTEXT_BYTES = 65536
+
+
 class DeadLetterError(SluiceError):
     """The dead-letter topic could not be written: the app stops rather than lose the record."""
+
+
+@dataclass(frozen=True)
+class DeadLetterOrigin:
+    """The ``source`` of a dead letter's (or parked record's) delivery report: where it goes, whose it is."""
+
+    topic: str
+    #: the failed record, as ``topic[partition]@offset``
+    record: str
+    #: the consumed partition it came from (what a revoke forgets)
+    partition: tuple[str, int]
+
+
+class _Unsent:
+    """A record ``produce`` refused at once, in the shape of a delivery report's message."""
+
+    def __init__(self, topic: str, value: Any, key: Any, kwargs: dict[str, Any]) -> None:
+        self._topic, self._value, self._key = topic, value, key
+        self._timestamp = kwargs.get("timestamp", 0)
+        self._headers = kwargs.get("headers")
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> Any:
+        return self._value
+
+    def key(self) -> Any:
+        return self._key
+
+    def partition(self) -> int:
+        return -1
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._timestamp)
+
+    def headers(self) -> Any:
+        return self._headers
 
 
 class _RateLimitedWarning:
@@ -75,15 +127,13 @@ class FailureRouter:
         self,
         app: str,
         policy: ErrorPolicy,
-        produce: Callable[..., None],
-        poll: Callable[[float], Any],
+        collector: RecordCollector,
         admin: TopicAdmin,
         topic_shape: Callable[[str], tuple[int, int]],
     ) -> None:
         self.app = app
         self.policy = policy
-        self._produce = produce
-        self._poll = poll
+        self._collector = collector
         self._admin = admin
         self._topic_shape = topic_shape
         self._ready_topics: set[str] = set()
@@ -182,9 +232,19 @@ class FailureRouter:
         exc: BaseException,
         attempts: int,
         batch: Batch,
+        park: bool = True,
     ) -> None:
-        """After the retries: dead letter, skip or stop, per ``policy``."""
-        origin = self.origin
+        """After the retries: dead letter, skip or stop, per ``policy``.
+
+        ``park=False``: straight to the dead-letter topic, past any retry topic (a record
+        Kafka refuses as such would be refused after every delay).
+        """
+        origin, level = self.origin, self.retry_level
+        if origin is None and msg.topic().startswith(f"{self.app}.retry."):
+            # a parked record disposed of outside its run (its output refused later): it keeps
+            # the origin and level its headers carry, so it moves on, never back to level 1
+            origin = DeadLetterContext.from_headers(msg.headers())
+            level = parse_retry_headers(msg.headers())[0]
         if origin is not None:
             where = f"{origin.topic}[{origin.partition}]@{origin.offset}"
             attempts += origin.attempts
@@ -221,8 +281,7 @@ class FailureRouter:
             app=self.app,
         )
         headers = [h for h in msg.headers() or () if not is_internal_header(h[0])] + context.to_headers()
-        level = self.retry_level
-        if level < len(policy.retry_topics):
+        if park and level < len(policy.retry_topics):
             due = int(time.time() * 1000 + policy.retry_topics[level] * 1000)
             headers += [(RETRY_LEVEL, str(level + 1).encode()), (RETRY_DUE, str(due).encode())]
             target = self._ensure_topic(retry_topic(self.app, level + 1), context.topic)
@@ -233,13 +292,15 @@ class FailureRouter:
             self.dead_letters[(stage, exc_name)] += 1
             verb = f"sent to dead-letter topic {target}"
         batch.expect(1)
+        dead = DeadLetterOrigin(target, where, (msg.topic(), msg.partition()))
         self._produce_forced(
-            target,
+            dead,
+            batch,
             msg.value(),
             msg.key(),
             timestamp=ts if ts > 0 else 0,
             headers=headers,
-            on_delivery=partial(self._on_dead_letter_delivery, batch, target, where),
+            on_delivery=partial(batch.on_delivery, dead),
         )
         self._warn(
             "%s: record %s failed at %s (%s) after %d attempt(s): %s: %s; %s",
@@ -262,15 +323,14 @@ class FailureRouter:
         out: Any,
         batch: Batch,
         attempt: int,
-    ) -> bool:
-        """An output was refused by Kafka. Re-produce it (True) while retries remain, else dispose of its source."""
-        policy = policy or self.policy
-        if attempt <= policy.retries and err.retriable():
-            self.retried += 1
-            return True
+    ) -> None:
+        """Kafka refused an output as such (too large, invalid): its source goes to the dead-letter topic.
+
+        Refusals of the moment (an outage, too few replicas) never come here: the
+        runtime produces those outputs again (``sluice.runtime.collector``).
+        """
         exc = DeliveryError(f"Kafka refused the output to {out.topic()!r}: {err.str()}")
-        self.dispose("produce", step, policy, source, exc, attempt, batch)
-        return False
+        self.dispose("produce", step, policy or self.policy, source, exc, attempt, batch, park=False)
 
     # ------------------------------------------------------------------ dead-letter topic
     def _dead_letter_topic(self, policy: ErrorPolicy, source_topic: str) -> str:
@@ -279,31 +339,43 @@ class FailureRouter:
     def _ensure_topic(self, topic: str, source_topic: str) -> str:
         if topic not in self._ready_topics:
             partitions, replication = self._topic_shape(source_topic)
-            self._admin.ensure(topic, partitions, replication)
+            self._admin.ensure(topic, partitions, replication, self._room_for(source_topic))
             self._ready_topics.add(topic)
         return topic
 
-    def _produce_forced(self, topic: str, value: Any, key: Any, **kwargs: Any) -> None:
-        while True:
-            try:
-                self._produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                self._poll(0.05)
+    def _room_for(self, source_topic: str) -> dict[str, str]:
+        """Topic config for a dead-letter or retry topic: room for its source's largest record plus context."""
+        limit = self._admin.topic_config(source_topic, "max.message.bytes")
+        return {"max.message.bytes": str(int(limit) + _CONTEXT_BYTES)} if limit else {}
 
-    def _on_dead_letter_delivery(self, batch: Batch, topic: str, where: str, err: Any, _msg: Any) -> None:
-        batch.settle()
-        if err is not None:
-            batch.failures.append((None, err, _msg))
-            self.fatal = DeadLetterError(
-                f"could not write the dead letter of record {where} to {topic!r}: {err.str()}; "
-                f"stopping without committing it (fix the dead-letter topic, then restart)"
-            )
+    def _produce_forced(
+        self, where: DeadLetterOrigin, batch: Batch, value: Any, key: Any, **kwargs: Any
+    ) -> None:
+        """Write a dead letter or parked record; one Kafka refuses at once is disposed of like a late refusal."""
+        try:
+            self._collector.send(where.topic, value, key, **kwargs)
+        except KafkaException as exc:
+            err = error_of(exc)
+            if err is None:
+                raise
+            batch.on_delivery(where, err, _Unsent(where.topic, value, key, kwargs))
+
+    def dead_letter_refused(self, where: DeadLetterOrigin, err: Any) -> DeadLetterError:
+        """The error that stops the app when a dead letter cannot be written."""
+        return DeadLetterError(
+            f"could not write the dead letter of record {where.record} to {where.topic!r}: {err.str()}; "
+            f"stopping without committing it (fix the dead-letter topic, then restart)"
+        )
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Failure counts per ``stage/exception``: dead letters, skips, retries."""
         return {
             "dead_letters": {f"{s}/{e}": n for (s, e), n in self.dead_letters.items()},
             "skipped": {f"{s}/{e}": n for (s, e), n in self.skipped.items()},
-            "retries": {"attempted": self.retried, "recovered": self.recovered, "parked": self.parked},
+            "retries": {
+                "attempted": self.retried,
+                "recovered": self.recovered,
+                "parked": self.parked,
+                "environmental": self._collector.environmental,
+            },
         }

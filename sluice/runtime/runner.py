@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -31,9 +31,19 @@ from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
 from sluice.metrics._runtime import RuntimeMetrics, start_metrics
+from sluice.runtime.collector import (
+    TRUNCATED_HEADER,
+    RecordCollector,
+    classify,
+    error_of,
+    too_large,
+    truncate_to_fit,
+)
 from sluice.runtime.executor import Executor
-from sluice.runtime.failures import FailureRouter
+from sluice.runtime.failures import DeadLetterOrigin, FailureRouter
+from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
+from sluice.runtime.partitions import PartitionState
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
 from sluice.runtime.stateful import changelog_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
@@ -66,6 +76,8 @@ class RuntimeOptions:
     concurrency: int = 1
     ordering: str = "key"
     exactly_once: bool = False
+    #: seconds a record may be refused by Kafka for reasons of the moment (an outage) before the app stops
+    retry_for: float = 300.0
 
 
 @dataclass
@@ -114,26 +126,25 @@ class Runner:
         self.stats = RunStats(committed={})
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
-        self._assigned: set[TopicPartitionKey] = set()
-        self._paused = False
-        self._to_commit: dict[TopicPartitionKey, int] = {}
+        self.parts = PartitionState()
         self._fatal: SluiceError | None = None
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
         self._admin = TopicAdmin(settings.admin_config())
         self._topics: dict[str, TopicInfo] = {}
         self._failed_batches: list[Batch] = []
+        self._collector: RecordCollector | None = None
+        self._pacer = Pacer(float(settings.consumer_config().get("max.poll.interval.ms", 300_000)) / 1000)
+        self._polled = time.monotonic()  # when the loop last called consume
+        #: refused records waiting to be produced again
+        self._reproduce: list[_Reproduce] = []
         self._router: FailureRouter | None = None
         self._executor: Executor | None = None
         self._retry_topics: set[str] = set()
         self._dispatcher: ParallelDispatcher | None = None
-        self._delayed: dict[TopicPartitionKey, float] = {}
         self._repartition_topics: set[str] = set()
         self._txn: Transactions | None = None
         self._slot: Slot | None = None  # this process's state directory (and transactional id)
-        #: exactly-once: per partition, the next offset to consume, and where the open transaction began
-        self._positions: dict[TopicPartitionKey, int] = {}
-        self._txn_start: dict[TopicPartitionKey, int] = {}
         self._purged: dict[TopicPartitionKey, int] = {}
         #: the one topic consumed, when there is only one (no per-record topic lookups then)
         self._only_topic: str | None = None
@@ -289,14 +300,9 @@ class Runner:
     def _run_claimed(self, topics: list[str]) -> bool:
         self._make_clients()
         assert self._consumer is not None and self._producer is not None
-        self._router = FailureRouter(
-            self.name,
-            self.policy,
-            self._producer.produce,
-            self._producer.poll,
-            self._admin,
-            self._topic_shape,
-        )
+        retry_for = getattr(self.policy, "retry_for", None) or self.options.retry_for
+        self._collector = RecordCollector(self._producer, retry_for=retry_for)
+        self._router = FailureRouter(self.name, self.policy, self._collector, self._admin, self._topic_shape)
         self.stats.failures = self._router
         if self.options.exactly_once:
             self._txn = Transactions(self._producer, self.options.shutdown_timeout)
@@ -353,7 +359,8 @@ class Runner:
         next_purge = time.monotonic() + _PURGE_INTERVAL
         progress = _Progress(self, opts.progress_interval)
         while not self._stop.is_set():
-            msgs = consumer.consume(max_records, 0 if self._paused else poll_timeout)
+            msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
+            self._polled = time.monotonic()
             if self._fatal is not None:
                 return
             if msgs:
@@ -366,7 +373,7 @@ class Runner:
                         if self._dispatcher is not None:
                             self._dispatch(executor, good)
                         else:
-                            self._process(executor, good)
+                            good = self._process_paced(executor, good)
                     except SluiceError as exc:
                         self._fatal = exc
                         return
@@ -375,9 +382,11 @@ class Runner:
                     stats.batches += 1
                     if metrics is not None:
                         metrics.on_batch(good, started)
-            producer.poll(0.05 if self._paused else 0)
-            if self._delayed:
+            producer.poll(0.05 if self.parts.paused else 0)
+            if self.parts.delayed:
                 self._resume_due()
+            if self._reproduce:
+                self._reproduce_due()
             self._collect()
             if self._fatal is not None:
                 return
@@ -400,17 +409,13 @@ class Runner:
     def _collect(self) -> None:
         """Dispose of refused outputs, then move newly committable offsets into the pending commit."""
         if self._failed_batches and self._txn is not None:
-            # redoing the transaction would meet the same refusal: stop, with nothing past the last commit
-            _source, err, out = self._failed_batches[0].failures[0]
-            self._failed_batches.clear()
-            topic = out.topic() if out is not None else "?"
-            self._fatal = SluiceError(
-                f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
-                "and stops (nothing after the last committed transaction is visible to read_committed readers)"
-            )
+            self._transaction_refused()
             return
         if self._failed_batches:
             self._dispose_refused_outputs()
+        if self._collector is not None and self._collector.fatal is not None:
+            self._fatal = self._collector.fatal
+            return
         if self._router is not None and self._router.fatal is not None:
             self._fatal = self._router.fatal
             return
@@ -423,7 +428,28 @@ class Runner:
             return
         ready = self.tracker.committable()
         if ready:
-            self._to_commit.update(ready)
+            self.parts.to_commit.update(ready)
+
+    def _transaction_refused(self) -> None:
+        """Exactly-once: a record of the open transaction was refused; the transaction cannot commit.
+
+        A refusal of the moment (an outage) aborts it and redoes its records from the last
+        committed position; a refusal of the record itself would meet the same answer on
+        every redo: stop, with nothing past the last commit visible to read_committed readers.
+        """
+        refused = [f for batch in self._failed_batches for f in batch.failures]
+        self._failed_batches.clear()
+        hard = [(err, out) for _s, err, out in refused if classify(err) != "environmental"]
+        if not hard:
+            _source, err, out = refused[0]
+            self._abort_transaction(f"Kafka refused an output to {out.topic()!r} ({err.str()})")
+            return
+        err, out = hard[0]
+        topic = out.topic() if out is not None else "?"
+        self._fatal = SluiceError(
+            f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
+            "and stops (nothing after the last committed transaction is visible to read_committed readers)"
+        )
 
     def _commit(self, asynchronous: bool) -> None:
         """Commit every assigned partition whose committable offset is not confirmed yet.
@@ -432,14 +458,14 @@ class Runner:
         synchronous result), so a commit refused during a rebalance is sent again at the
         next interval even when no new record arrives.
         """
-        if not self._to_commit:
+        if not self.parts.to_commit:
             return
         assert self._consumer is not None
         committed = self.stats.committed
         offsets = [
             TopicPartition(t, p, o)
-            for (t, p), o in self._to_commit.items()
-            if (t, p) in self._assigned and committed.get((t, p), -1) < o
+            for (t, p), o in self.parts.to_commit.items()
+            if (t, p) in self.parts.assigned and committed.get((t, p), -1) < o
         ]
         if not offsets:
             return
@@ -458,8 +484,71 @@ class Runner:
     def _confirm(self, tp: TopicPartition) -> None:
         key = (tp.topic, tp.partition)
         self.stats.committed[key] = tp.offset
-        if self._to_commit.get(key, -1) <= tp.offset:
-            self._to_commit.pop(key, None)
+        if self.parts.to_commit.get(key, -1) <= tp.offset:
+            self.parts.to_commit.pop(key, None)
+
+    def _process_paced(self, executor: Executor, msgs: list) -> list:
+        """Run a consumed batch in chunks, polling between them when a chunk ran long; return what ran.
+
+        A batch of slow records would otherwise keep the loop from ``consume`` past
+        ``max.poll.interval.ms``: the member would leave its group and the batch be redone
+        elsewhere, forever (``sluice.runtime.pacing``).
+        """
+        pacer = self._pacer
+        n = pacer.chunk(len(msgs))
+        if n == len(msgs):  # the usual case: the whole batch fits in the budget
+            started = time.perf_counter()
+            self._process(executor, msgs)
+            pacer.observe(n, time.perf_counter() - started)
+            return msgs
+        done: list = []
+        rest = msgs
+        while rest:
+            chunk, rest = rest[:n], rest[n:]
+            started = time.perf_counter()
+            self._process(executor, chunk)
+            pacer.observe(len(chunk), time.perf_counter() - started)
+            done.extend(chunk)
+            if rest and pacer.overdue(time.monotonic() - self._polled):
+                rest = self._keep_membership(rest)
+            n = pacer.chunk(len(rest))
+        return done
+
+    def _keep_membership(self, rest: list) -> list:
+        """Serve ``max.poll.interval.ms`` mid-batch: poll with every partition paused.
+
+        Rebalance callbacks may run in this poll: the chunks already run are tracked, so a
+        revoke commits them; the records left of a partition no longer assigned are dropped
+        (their next owner consumes them). A partition assigned meanwhile starts paused.
+        """
+        assert self._consumer is not None
+        consumer, parts = self._consumer, self.parts
+        was_paused = parts.paused
+        if not was_paused:
+            active = [TopicPartition(t, p) for t, p in parts.active()]
+            if active:
+                consumer.pause(active)
+            parts.paused = True  # _on_assign pauses what it assigns now
+        try:
+            late = consumer.consume(self.settings.max_poll_records, 0)
+        finally:
+            self._polled = time.monotonic()
+            if not was_paused:
+                parts.paused = False
+                active = [TopicPartition(t, p) for t, p in parts.active()]
+                if active:
+                    consumer.resume(active)
+        kept = [m for m in rest if (m.topic(), m.partition()) in parts.assigned]
+        if len(kept) != len(rest):
+            logger.info(
+                "%s: %d consumed records of revoked partitions dropped mid-batch",
+                self.name,
+                len(rest) - len(kept),
+            )
+        good = [m for m in late if m.error() is None]
+        if len(good) != len(late):
+            self._on_message_errors([m for m in late if m.error() is not None])
+        return kept + good
 
     def _process(self, executor: Executor, msgs: list) -> None:
         """Run one consumed batch through the graph on this thread (concurrency=1)."""
@@ -475,8 +564,8 @@ class Runner:
         self.tracker.add(batch, next_)
         if self._txn is not None:
             for m in msgs:  # where each partition's part of the open transaction starts
-                self._txn_start.setdefault((m.topic(), m.partition()), m.offset())
-            self._positions.update(next_)
+                self.parts.txn_start.setdefault((m.topic(), m.partition()), m.offset())
+            self.parts.positions.update(next_)
 
     def _dispatch(self, executor: Executor, msgs: list) -> None:
         """Hand one consumed batch to the worker threads (concurrency>1)."""
@@ -510,14 +599,14 @@ class Runner:
             if m.topic() not in retry_topics:
                 continue
             tp = (m.topic(), m.partition())
-            if tp in self._delayed:
+            if tp in self.parts.delayed:
                 continue  # an earlier record of this partition is not due yet
             _level, due = parse_retry_headers(m.headers())
             if due > now_ms:
                 part = TopicPartition(m.topic(), m.partition(), m.offset())
                 self._consumer.pause([part])
                 self._consumer.seek(part)
-                self._delayed[tp] = due / 1000
+                self.parts.delayed[tp] = due / 1000
                 continue
             executor.run_parked(m, batch)
             processed.append(m)
@@ -527,67 +616,140 @@ class Runner:
     def _resume_due(self) -> None:
         assert self._consumer is not None
         now = time.time()
-        for tp, due in list(self._delayed.items()):
+        for tp, due in list(self.parts.delayed.items()):
             if due <= now:
-                del self._delayed[tp]
-                if not self._paused and tp in self._assigned:
+                del self.parts.delayed[tp]
+                if not self.parts.paused and tp in self.parts.assigned:
                     self._consumer.resume([TopicPartition(*tp)])
 
     def _backpressure(self) -> None:
         in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
-        if not self._paused and in_flight >= cap:
+        if not self.parts.paused and in_flight >= cap:
             self._set_paused(True)
             if self._executor is not None and self._txn is None:
                 # batches held for the changelog count as in flight: release them now, not at the commit
                 self._executor.flush_state()
-        elif self._paused and in_flight <= cap // 2:
+        elif self.parts.paused and in_flight <= cap // 2:
             self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:
         assert self._consumer is not None
-        parts = [TopicPartition(t, p) for t, p in self._assigned if (t, p) not in self._delayed]
+        parts = [TopicPartition(t, p) for t, p in self.parts.assigned if (t, p) not in self.parts.delayed]
         if parts:
             (self._consumer.pause if paused else self._consumer.resume)(parts)
         if paused:
             self.stats.paused += 1
             logger.debug("%s: %d records in flight: partitions paused", self.name, self.tracker.in_flight)
-        self._paused = paused
+        self.parts.paused = paused
 
     # ------------------------------------------------------------------ failures
     def _dispose_refused_outputs(self) -> None:
-        """Outputs Kafka refused (after librdkafka's own retries): re-produce, dead-letter, skip or stop."""
-        assert self._router is not None and self._executor is not None and self._producer is not None
+        """Records Kafka refused (after librdkafka's own retries): produce again, dead-letter, or stop."""
         batches, self._failed_batches[:] = list(self._failed_batches), []
+        now = time.monotonic()
         for batch in batches:
             failures, batch.failures = batch.failures, []
             batch.registry = self._failed_batches
             for origin, err, out in failures:
-                source = origin
-                if source is None:  # a dead letter that could not be written: the router made it fatal
-                    batch.failures.append((source, err, out))
-                    continue
-                step, policy = self._executor.emitter_for(out.topic())
-                attempt = 1
-                if isinstance(source, _Reproduced):
-                    source, attempt = source.source, source.attempt
+                source, attempt, since = origin, 1, now
+                if isinstance(origin, _Reproduced):
+                    source, attempt, since = origin.source, origin.attempt, origin.since
                 try:
-                    again = self._router.delivery_failed(step, policy, source, err, out, batch, attempt)
+                    self._dispose_refused(batch, source, err, out, attempt, since, now)
                 except SluiceError as exc:
                     self._fatal = exc
-                    batch.failures.append((source, err, out))
+                    batch.failures.append((origin, err, out))
                     return
-                if again:
-                    batch.expect(1)
-                    self._producer.produce(
-                        out.topic(),
-                        out.value(),
-                        out.key(),
-                        timestamp=max(out.timestamp()[1], 0),
-                        headers=out.headers(),
-                        on_delivery=partial(batch.on_delivery, _Reproduced(source, attempt + 1)),
-                    )
             if batch.failures and batch not in self._failed_batches:
                 self._failed_batches.append(batch)
+
+    def _dispose_refused(
+        self, batch: Batch, source: object, err: KafkaError, out: Any, attempt: int, since: float, now: float
+    ) -> None:
+        """One refused record: environmental refusals are produced again, record-level ones dead-lettered."""
+        assert self._router is not None and self._executor is not None and self._collector is not None
+        kind = classify(err)
+        dead = isinstance(source, DeadLetterOrigin)
+        what = f"the dead letter of record {source.record}" if dead else f"an output of {_where(source)}"
+        if kind == "environmental":
+            if self._collector.refused_for_too_long(since, now):
+                msg = (
+                    f"Kafka has refused {what} to {out.topic()!r} for {now - since:.0f}s ({err.str()}); "
+                    f"stopping without committing past it (raise on_error(retry_for=...) to wait longer)"
+                )
+                raise SluiceError(msg)
+            if attempt == 1:
+                logger.warning(
+                    "%s: Kafka refused %s to %r (%s): producing it again (its offset is not committed meanwhile)",
+                    self.name,
+                    what,
+                    out.topic(),
+                    err.str(),
+                )
+            self._collector.environmental += 1
+            self._schedule(batch, source, out, attempt, since, now + min(5.0, 0.1 * 2 ** (attempt - 1)))
+            return
+        if kind == "fatal":
+            msg = (
+                f"Kafka refused {what} to {out.topic()!r}: {err.str()}; stopping (this error is not retried)"
+            )
+            raise SluiceError(msg)
+        if dead:
+            assert isinstance(source, DeadLetterOrigin)
+            fitted = None
+            if too_large(err) and not _has_header(out, TRUNCATED_HEADER):
+                limit = self._admin.max_message_bytes(out.topic(), self.settings.producer_config())
+                fitted = truncate_to_fit(out.value(), out.key(), list(out.headers() or ()), limit)
+            if fitted is None:
+                raise self._router.dead_letter_refused(source, err)
+            value, headers = fitted
+            logger.warning(
+                "%s: %s is too large for %r (%s): its value is cut to %d bytes (header %s)",
+                self.name,
+                what,
+                out.topic(),
+                err.str(),
+                len(value or b""),
+                TRUNCATED_HEADER,
+            )
+            self._schedule(batch, source, _Rebuilt(out, value, headers), attempt, since, now)
+            return
+        step, policy = self._executor.emitter_for(out.topic())
+        self._router.delivery_failed(step, policy, source, err, out, batch, attempt)
+
+    def _schedule(
+        self, batch: Batch, source: object, out: Any, attempt: int, since: float, due: float
+    ) -> None:
+        """Produce ``out`` again at ``due``; its batch (and so its offset) waits for it."""
+        batch.expect(1)
+        self._reproduce.append(_Reproduce(batch, source, out, attempt + 1, since, due, _partition_of(source)))
+
+    def _reproduce_due(self) -> None:
+        """Produce again the refused records whose backoff is over, in the order they were refused."""
+        now = time.monotonic()
+        due = [r for r in self._reproduce if r.due <= now]
+        if not due:
+            return
+        self._reproduce = [r for r in self._reproduce if r.due > now]
+        assert self._collector is not None
+        for r in due:
+            out, origin = r.out, _Reproduced(r.source, r.attempt, r.since)
+            kwargs: dict[str, Any] = {"timestamp": max(out.timestamp()[1], 0), "headers": out.headers()}
+            if out.partition() >= 0:
+                kwargs["partition"] = out.partition()
+            try:
+                self._collector.send(
+                    out.topic(),
+                    out.value(),
+                    out.key(),
+                    on_delivery=partial(r.batch.on_delivery, origin),
+                    **kwargs,
+                )
+            except KafkaException as exc:
+                err = error_of(exc)
+                if err is None:
+                    raise
+                r.batch.on_delivery(origin, err, out)
 
     def _on_message_errors(self, msgs: list) -> None:
         for m in msgs:
@@ -618,7 +780,7 @@ class Runner:
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
-        self._assigned.update((tp.topic, tp.partition) for tp in partitions)
+        self.parts.assign((tp.topic, tp.partition) for tp in partitions)
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
         try:
             self._open_stores(partitions)
@@ -626,7 +788,7 @@ class Runner:
             self._fatal = exc
         except Exception as exc:  # noqa: BLE001 - e.g. a store that cannot be opened: stop, say why
             self._fatal = SluiceError(f"opening the state stores of {_fmt(partitions)} failed: {exc}")
-        if self._paused and partitions:
+        if self.parts.paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
         self.ready.set()
@@ -635,52 +797,56 @@ class Runner:
         self.stats.rebalances += 1
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
+        if self._dispatcher is not None:
+            self._dispatcher.drop(revoked)  # queued records of revoked partitions never start
         if self._txn is not None:
             committed = self._fatal is None and self._commit_transaction()
-            self._close_stores(revoked, clean=committed)
-            self._forget(revoked)
+            self._release(revoked, clean=committed)
             return
         if self._executor is not None:
             self._executor.flush_state()
         self._drain(revoked, self.options.revoke_timeout)
-        if self._dispatcher is not None:
-            self._dispatcher.drop(revoked)
         self._commit(asynchronous=False)
-        self._close_stores(revoked, clean=not self.tracker.pending_for(revoked))
-        self.tracker.forget(revoked)
-        self._assigned -= revoked
-        for tp in revoked:
-            self._delayed.pop(tp, None)
-            self._to_commit.pop(tp, None)
+        self._release(revoked, clean=not self.tracker.pending_for(revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
         logger.warning(
             "%s: partitions lost (their uncommitted records will be redone): %s", self.name, _fmt(partitions)
         )
+        self._release(lost, clean=False)
         if self._txn is not None and self._fatal is None:
             # the open transaction holds their records; another worker redoes them: drop it all
-            self._close_stores(lost, clean=False)
-            self._forget(lost)
             self._abort_transaction("partitions lost")
-            return
+
+    def _release(self, partitions: set[TopicPartitionKey], clean: bool) -> None:
+        """Forget everything held for ``partitions``: the one path of revoke, lost and shutdown.
+
+        ``clean``: their outputs and changelog writes are acknowledged (the stores are
+        checkpointed); otherwise their uncommitted work is simply dropped, to be redone
+        by their next owner.
+        """
         if self._dispatcher is not None:
-            self._dispatcher.drop(lost)
-        self._close_stores(lost, clean=False)
-        self.tracker.forget(lost)
-        self._assigned -= lost
-        for tp in lost:
-            self._to_commit.pop(tp, None)
+            self._dispatcher.drop(partitions)
+        if self._executor is not None and not clean:
+            for node in self._executor.aggregates:
+                node.discard_partitions({p for t, p in partitions if t in node.input_topics})
+        self._close_stores(partitions, clean=clean)
+        self.tracker.forget(partitions)
+        self.parts.forget(partitions)
+        self._reproduce = [r for r in self._reproduce if r.partition not in partitions]
 
     # ------------------------------------------------------------------ exactly-once
     def _commit_transaction(self) -> bool:
         """Commit the open transaction with the consumed positions; on an abortable error, redo it."""
         assert self._txn is not None and self._consumer is not None and self._executor is not None
-        if not self._txn_start:
+        if not self.parts.txn_start:
             return True  # nothing consumed since the last commit
         self._executor.flush_state()
         offsets = [
-            TopicPartition(t, p, o) for (t, p), o in self._positions.items() if (t, p) in self._txn_start
+            TopicPartition(t, p, o)
+            for (t, p), o in self.parts.positions.items()
+            if (t, p) in self.parts.txn_start
         ]
         try:
             self._txn.commit(offsets, self._consumer.consumer_group_metadata())
@@ -690,7 +856,7 @@ class Runner:
         except SluiceError as exc:
             self._fatal = exc
             return False
-        self._txn_start.clear()
+        self.parts.txn_start.clear()
         self.stats.commits += 1
         committed = self.stats.committed
         for tp in offsets:
@@ -712,33 +878,24 @@ class Runner:
         logger.warning("%s: %s; redoing its records from the last committed position", self.name, why)
         for node in self._executor.aggregates:
             node.discard_buffer()
-        assigned = [TopicPartition(t, p) for t, p in self._assigned]
+        assigned = [TopicPartition(t, p) for t, p in self.parts.assigned]
         self._close_stores(None, clean=False)
         try:
             self._open_stores(assigned)  # restored from the committed changelog
         except SluiceError as exc:
             self._fatal = exc
             return
-        for (t, p), start in self._txn_start.items():
-            if (t, p) in self._assigned:
+        for (t, p), start in self.parts.txn_start.items():
+            if (t, p) in self.parts.assigned:
                 self._consumer.seek(TopicPartition(t, p, start))
-                self._positions[(t, p)] = start
-        self._txn_start.clear()
+                self.parts.positions[(t, p)] = start
+        self.parts.txn_start.clear()
         # the aborted batches' purged outputs report errors: they no longer count for anything
         for batch in self.tracker.batches():
             batch.registry = None
         self._failed_batches.clear()
         self.tracker = OffsetTracker()
         self._txn.begin()
-
-    def _forget(self, partitions: set[TopicPartitionKey]) -> None:
-        self.tracker.forget(partitions)
-        self._assigned -= partitions
-        for tp in partitions:
-            self._delayed.pop(tp, None)
-            self._to_commit.pop(tp, None)
-            self._positions.pop(tp, None)
-            self._txn_start.pop(tp, None)
 
     # ------------------------------------------------------------------ state stores
     def _open_stores(self, partitions: list[TopicPartition]) -> None:
@@ -855,7 +1012,7 @@ class Runner:
             self._executor.flush_state()
         if self._dispatcher is not None:
             if self._fatal is None:
-                self._drain(set(self._assigned), self.options.shutdown_timeout)
+                self._drain(set(self.parts.assigned), self.options.shutdown_timeout)
             self._dispatcher.stop()
         self._close_sinks()
         if producer is not None:
@@ -886,10 +1043,73 @@ class Runner:
 
 @dataclass(frozen=True)
 class _Reproduced:
-    """The source of an output produced again after Kafka refused it, and which attempt this is."""
+    """The source of a record produced again after Kafka refused it, which attempt this is, since when."""
 
     source: object
     attempt: int
+    since: float
+
+
+@dataclass(frozen=True)
+class _Reproduce:
+    """A refused record waiting for its next attempt (``due``, monotonic seconds)."""
+
+    batch: Batch
+    source: object
+    out: Any
+    attempt: int
+    since: float
+    due: float
+    #: the consumed partition it belongs to (a revoke forgets it)
+    partition: TopicPartitionKey | None
+
+
+class _Rebuilt:
+    """A refused record with a new value and headers (a dead letter cut to fit its topic)."""
+
+    def __init__(self, out: Any, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
+        self._out, self._value, self._headers = out, value, headers
+
+    def topic(self) -> str:
+        return self._out.topic()
+
+    def key(self) -> Any:
+        return self._out.key()
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._headers
+
+    def partition(self) -> int:
+        return self._out.partition()
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._out.timestamp()
+
+
+def _partition_of(source: object) -> TopicPartitionKey | None:
+    if isinstance(source, DeadLetterOrigin):
+        return source.partition
+    try:
+        return (source.topic(), source.partition())  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return None
+
+
+def _where(source: object) -> str:
+    tp = _partition_of(source)
+    if tp is None:
+        return "a record"
+    try:
+        return f"{tp[0]}[{tp[1]}]@{source.offset()}"  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return f"{tp[0]}[{tp[1]}]"
+
+
+def _has_header(msg: Any, name: str) -> bool:
+    return any(k == name for k, _v in msg.headers() or ())
 
 
 class _Progress:
@@ -913,17 +1133,17 @@ class _Progress:
             rate,
             _lag(runner),
             runner.tracker.in_flight,
-            len(runner._assigned),
-            " (paused)" if runner._paused else "",
+            len(runner.parts.assigned),
+            " (paused)" if runner.parts.paused else "",
         )
 
 
 def _lag(runner: Runner) -> str:
     consumer = runner._consumer
-    if consumer is None or not runner._assigned:
+    if consumer is None or not runner.parts.assigned:
         return "-"
     try:
-        parts = consumer.position([TopicPartition(t, p) for t, p in runner._assigned])
+        parts = consumer.position([TopicPartition(t, p) for t, p in runner.parts.assigned])
         total = 0
         for tp in parts:
             _lo, hi = consumer.get_watermark_offsets(tp, cached=True)

@@ -348,6 +348,18 @@ class AggregateNode:
             flush.cancelled = True
         self._flushes = []
 
+    def discard_partitions(self, partitions: set[int]) -> None:
+        """Forget the buffered states of partitions this process no longer owns (lost, not revoked).
+
+        Their next owner restores from the changelog; a write from here after the loss
+        would put a stale state over the one it builds.
+        """
+        for p in partitions:
+            dropped = self._buffer.pop(p, None)
+            self._stream_times.pop(p, None)
+            if dropped:
+                self.buffered -= len(dropped)
+
     def flush(self) -> None:
         """Produce the buffered states (the last of each key) to the changelog.
 

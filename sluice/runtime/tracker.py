@@ -102,6 +102,8 @@ class OffsetTracker:
     def __init__(self) -> None:
         self._queues: dict[TopicPartitionKey, deque[tuple[Batch, int]]] = {}
         self._batches: deque[Batch] = deque()
+        #: the partitions each tracked batch still holds back
+        self._owners: dict[Batch, frozenset[TopicPartitionKey]] = {}
         self.in_flight = 0
 
     def add(self, batch: Batch, next_offsets: dict[TopicPartitionKey, int]) -> None:
@@ -112,6 +114,7 @@ class OffsetTracker:
                 queue = self._queues[tp] = deque()
             queue.append((batch, offset))
         self._batches.append(batch)
+        self._owners[batch] = frozenset(next_offsets)
         self.in_flight += batch.size
 
     def committable(self) -> dict[TopicPartitionKey, int]:
@@ -122,7 +125,9 @@ class OffsetTracker:
                 out[tp] = queue.popleft()[1]
         batches = self._batches
         while batches and batches[0].done:
-            self.in_flight -= batches.popleft().size
+            done = batches.popleft()
+            self._owners.pop(done, None)
+            self.in_flight -= done.size
         return out
 
     def batches(self) -> list[Batch]:
@@ -134,9 +139,35 @@ class OffsetTracker:
         return sum(len(self._queues.get(tp, ())) for tp in partitions)
 
     def forget(self, partitions: set[TopicPartitionKey]) -> None:
-        """Stop tracking revoked or lost partitions (their uncommitted work will be redone)."""
+        """Stop tracking revoked or lost partitions (their uncommitted work will be redone).
+
+        A batch of those partitions alone is dropped with them, pending or not: work that
+        will never finish here (queued parallel records that were dropped, outputs of a
+        lost partition) must not keep counting against ``max_in_flight``. A batch that
+        also holds another partition stays until it is done.
+
+        Example:
+            >>> tracker = OffsetTracker()
+            >>> stuck = Batch(5)
+            >>> stuck.expect(5); stuck.seal()
+            >>> tracker.add(stuck, {("t", 0): 5})
+            >>> tracker.forget({("t", 0)})
+            >>> tracker.in_flight, len(tracker)
+            (0, 0)
+        """
         for tp in partitions:
             self._queues.pop(tp, None)
+        kept: deque[Batch] = deque()
+        for batch in self._batches:
+            owners = self._owners.get(batch)
+            if owners and owners & partitions:
+                owners = self._owners[batch] = owners - partitions
+                if not owners:
+                    del self._owners[batch]
+                    self.in_flight -= batch.size
+                    continue
+            kept.append(batch)
+        self._batches = kept
 
     def __len__(self) -> int:
         return len(self._batches)

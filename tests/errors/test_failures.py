@@ -300,20 +300,41 @@ def test_default_policy_is_three_retries_then_app_dlq_with_a_warning(kafka, topi
     assert "sent to dead-letter topic" in caplog.text
 
 
-def test_produce_to_a_topic_that_is_gone_goes_to_dead_letter(kafka, topic_factory):
+def test_output_topic_gone_for_a_while_is_produced_again_not_dead_lettered(kafka, topic_factory):
+    """Issue 15 item 2: a refusal of the moment (the topic is missing) is not the record's fault."""
     src, out = topic_factory(), topic_factory()
     kafka.produce(src, [(b"k", orjson.dumps({"id": i})) for i in range(10)])
-    app = make_app(kafka, producer_config={"message.timeout.ms": 3000})
-    app.on_error(retries=1)
+    app = make_app(kafka, producer_config={"message.timeout.ms": 2000})
     app.stream(src).to(out)
     with running(app) as outcome:
         assert len(kafka.drain(out, expected=10)) == 10
         kafka.admin.delete_topics([out])[out].result(10)
         kafka.created.remove(out)
         kafka.produce(src, [(b"k", orjson.dumps({"id": i})) for i in range(10, 15)])
-        dead = kafka.drain(f"{app.name}.dlq", expected=5, timeout=60)
+        wait_for(lambda: app.stats.failures.counters()["retries"]["environmental"] >= 5, 30, outcome=outcome)
+        assert kafka.committed(app.name, src)[0] <= 10  # nothing past the refused outputs
+        topic_factory(out)  # the topic is back
+        ids = [orjson.loads(r.value)["id"] for r in kafka.drain(out, expected=5, timeout=60)]
         wait_committed(kafka, app, src, expected=15, outcome=outcome)
-    kafka.created.append(f"{app.name}.dlq")
-    assert sorted(int(headers_of(r)["sluice.error.offset"]) for r in dead) == list(range(10, 15))
-    assert {headers_of(r)["sluice.error.stage"] for r in dead} == {"produce"}
-    assert all(out in headers_of(r)["sluice.error.message"] for r in dead)
+    assert sorted(ids) == list(range(10, 15))
+    assert app.stats.dead_letters == 0
+    assert not kafka.drain(f"{app.name}.dlq", timeout=3, idle=1)
+
+
+def test_output_refused_longer_than_retry_for_stops_without_committing_past_it(kafka, topic_factory):
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(src, [(b"k", orjson.dumps({"id": i})) for i in range(5)])
+    app = make_app(kafka, producer_config={"message.timeout.ms": 1000})
+    app.on_error(retry_for="4s")
+    app.stream(src).to(out)
+    with running(app) as outcome:
+        kafka.drain(out, expected=5)
+        wait_committed(kafka, app, src, expected=5, outcome=outcome)
+        kafka.admin.delete_topics([out])[out].result(10)
+        kafka.created.remove(out)
+        kafka.produce(src, [(b"k", orjson.dumps({"id": i})) for i in range(5, 8)])
+        wait_for(lambda: "error" in outcome, 60, what="the app to stop")
+    assert "for 4s" in str(outcome["error"]) or "refused" in str(outcome["error"])
+    assert out in str(outcome["error"])
+    assert kafka.committed(app.name, src)[0] == 5
+    assert app.stats.dead_letters == 0
