@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -30,7 +30,14 @@ from prometheus_client.registry import Collector
 from sluice._version import __version__
 from sluice.metrics._server import MetricsServer
 
-__all__ = ["BATCH_BUCKETS", "STALL_SECONDS", "STATS_INTERVAL_MS", "RuntimeMetrics", "start_metrics"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "STALL_SECONDS",
+    "STATS_INTERVAL_MS",
+    "RuntimeMetrics",
+    "RuntimeSnapshot",
+    "start_metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +53,37 @@ _partition_of = Message.partition
 _topic_of = Message.topic
 
 
+@dataclass(frozen=True)
+class RuntimeSnapshot:
+    """What the metrics read of the running loop, copied at one moment (``Runner.snapshot()``)."""
+
+    assigned: frozenset[TopicPartitionKey] = frozenset()
+    paused: bool = False
+    in_flight: int = 0
+    #: the error the app is stopping on
+    failure: BaseException | None = None
+    stopping: bool = False
+    retry_topics: frozenset[str] = frozenset()
+    #: records produced per output topic
+    records_out: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[tuple[str, str], int] = field(default_factory=dict)
+    skipped: dict[tuple[str, str], int] = field(default_factory=dict)
+    retried: int = 0
+    recovered: int = 0
+    #: records Kafka refused for reasons of the moment and that were produced again
+    produced_again: int = 0
+
+
 class RunnerView(Protocol):
     """What the metrics read from the runtime's ``Runner`` (duck-typed: metrics sit below the runtime)."""
 
     name: str
     settings: Any
     stats: Any
-    tracker: Any
     sources: list[Any]
     ready: threading.Event
-    _assigned: set[TopicPartitionKey]
-    _executor: Any
-    _router: Any
-    _fatal: BaseException | None
-    _paused: bool
-    _stop: threading.Event
-    _retry_topics: set[str]
+
+    def snapshot(self) -> RuntimeSnapshot: ...
 
 
 @dataclass(frozen=True)
@@ -123,7 +145,7 @@ class RuntimeMetrics:
 
     def _only_topic(self) -> str | None:
         topics = [t for s in self.runner.sources for t in s.topics]
-        return topics[0] if len(topics) == 1 and not self.runner._retry_topics else None
+        return topics[0] if len(topics) == 1 and not self.runner.snapshot().retry_topics else None
 
     def on_client_error(self, err: KafkaError) -> None:
         """librdkafka's ``error_cb``: remember that every broker is down (until one is up again)."""
@@ -187,7 +209,7 @@ class RuntimeMetrics:
         committed_here = dict(runner.stats.committed or {})
         offsets = self._offsets
         out: dict[TopicPartitionKey, tuple[int | None, int | None, int | None]] = {}
-        for tp in sorted(set(runner._assigned)):
+        for tp in sorted(runner.snapshot().assigned):
             known = offsets.get(tp)
             committed = max(committed_here.get(tp, -1001), known.committed if known else -1001)
             commit_value = committed if committed >= 0 else None
@@ -212,13 +234,14 @@ class RuntimeMetrics:
         body: dict[str, Any] = {"app": runner.name, "group": runner.settings.group_id}
         if self._worker is not None:
             body["worker"] = int(self._worker)
-        if runner._fatal is not None:
+        snap = runner.snapshot()
+        if snap.failure is not None:
             return False, {
                 **body,
                 "status": "failed",
-                "reason": f"the app is stopping after an error: {runner._fatal}",
+                "reason": f"the app is stopping after an error: {snap.failure}",
             }
-        if runner._stop.is_set():
+        if snap.stopping:
             return True, {**body, "status": "stopping"}
         last = self.last_loop
         if last is None:
@@ -243,9 +266,10 @@ class RuntimeMetrics:
         body: dict[str, Any] = {"app": runner.name, "group": group}
         if self._worker is not None:
             body["worker"] = int(self._worker)
-        if runner._fatal is not None:
-            return False, {**body, "status": "not ready", "reason": f"failed: {runner._fatal}"}
-        if runner._stop.is_set():
+        snap = runner.snapshot()
+        if snap.failure is not None:
+            return False, {**body, "status": "not ready", "reason": f"failed: {snap.failure}"}
+        if snap.stopping:
             return False, {
                 **body,
                 "status": "not ready",
@@ -270,7 +294,7 @@ class RuntimeMetrics:
                 "status": "not ready",
                 "reason": f"restoring state: {remaining} changelog records to replay",
             }
-        return True, {**body, "status": "ready", "partitions": len(runner._assigned)}
+        return True, {**body, "status": "ready", "partitions": len(snap.assigned)}
 
     def _uptime(self) -> float:
         return round(time.monotonic() - self.started, 3)
@@ -324,15 +348,11 @@ class _Collector(Collector):
         records_out = CounterMetricFamily(
             "sluice_records_out", "Records produced to each output topic", labels=["topic"]
         )
-        per_topic: dict[str, int] = {}
-        executor = runner._executor
-        for emitter in list(executor.emitters) if executor is not None else ():
-            per_topic[emitter.topic] = per_topic.get(emitter.topic, 0) + emitter.produced
-        for topic, n in sorted(per_topic.items()):
+        snap = runner.snapshot()
+        for topic, n in sorted(snap.records_out.items()):
             records_out.add_metric([topic], n)
         yield records_out
 
-        router = runner._router
         dead = CounterMetricFamily(
             "sluice_dead_letters",
             "Records written to a dead-letter topic, by failing stage and exception class",
@@ -345,14 +365,18 @@ class _Collector(Collector):
         )
         retries = CounterMetricFamily("sluice_retries", "In-place retries attempted of failed records")
         recovered = CounterMetricFamily("sluice_retries_recovered", "Failed records a retry recovered")
-        if router is not None:
-            for (stage, exc), n in sorted(dict(router.dead_letters).items()):
-                dead.add_metric([stage, exc], n)
-            for (stage, exc), n in sorted(dict(router.skipped).items()):
-                skipped.add_metric([stage, exc], n)
-            retries.add_metric([], router.retried)
-            recovered.add_metric([], router.recovered)
-        yield from (dead, skipped, retries, recovered)
+        for (stage, exc), n in sorted(snap.dead_letters.items()):
+            dead.add_metric([stage, exc], n)
+        for (stage, exc), n in sorted(snap.skipped.items()):
+            skipped.add_metric([stage, exc], n)
+        retries.add_metric([], snap.retried)
+        recovered.add_metric([], snap.recovered)
+        produced_again = CounterMetricFamily(
+            "sluice_produced_again",
+            "Records Kafka refused for a reason of the moment (an outage, too few replicas) and produced again",
+        )
+        produced_again.add_metric([], snap.produced_again)
+        yield from (dead, skipped, retries, recovered, produced_again)
 
         lag = GaugeMetricFamily(
             "sluice_consumer_lag",
@@ -382,16 +406,14 @@ class _Collector(Collector):
         yield _gauge(
             "sluice_in_flight",
             "Records consumed and not yet done (processing or awaiting acks)",
-            runner.tracker.in_flight,
+            snap.in_flight,
         )
         yield _gauge(
             "sluice_paused",
             "1 while the partitions are paused because in-flight is full",
-            1 if runner._paused else 0,
+            1 if snap.paused else 0,
         )
-        yield _gauge(
-            "sluice_assigned_partitions", "Partitions assigned to this process", len(runner._assigned)
-        )
+        yield _gauge("sluice_assigned_partitions", "Partitions assigned to this process", len(snap.assigned))
         yield _counter(
             "sluice_rebalances",
             "Partition assignment changes seen (assign and revoke callbacks)",

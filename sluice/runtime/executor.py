@@ -599,6 +599,13 @@ class Executor:
         for node in self.aggregates:
             node.flush()
 
+    def rebind(self, produce: Produce, poll: Callable[[float], Any]) -> None:
+        """Produce through a new producer from now on (exactly-once re-creates it after an abort)."""
+        for emitter in self.emitters:
+            emitter.produce, emitter._poll = produce, poll
+        for node in self.aggregates:
+            node.rebind(produce, poll)
+
     @property
     def state_failure(self) -> Exception | None:
         return next((n.fatal for n in self.aggregates if n.fatal is not None), None)

@@ -18,9 +18,8 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
@@ -30,24 +29,19 @@ from sluice.errors import ConfigError, SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
 from sluice.kafka.config import ClientSettings
-from sluice.metrics._runtime import RuntimeMetrics, start_metrics
-from sluice.runtime.collector import (
-    TRUNCATED_HEADER,
-    RecordCollector,
-    classify,
-    error_of,
-    too_large,
-    truncate_to_fit,
-)
+from sluice.metrics._runtime import RuntimeMetrics, RuntimeSnapshot, start_metrics
+from sluice.runtime.collector import RecordCollector
+from sluice.runtime.commit import AtLeastOnce, Committer, Transactional
 from sluice.runtime.executor import Executor
-from sluice.runtime.failures import DeadLetterOrigin, FailureRouter
+from sluice.runtime.failures import FailureRouter
 from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.partitions import PartitionState
+from sluice.runtime.refusals import Refusals
 from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
 from sluice.runtime.stateful import changelog_topic
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
-from sluice.runtime.transactions import TransactionAborted, Transactions, transactional_id
+from sluice.runtime.transactions import transactional_id
 from sluice.state.slots import Slot, claim_slot
 
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
@@ -127,23 +121,22 @@ class Runner:
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
         self.parts = PartitionState()
-        self._fatal: SluiceError | None = None
-        self._consumer: Consumer | None = None
-        self._producer: Producer | None = None
+        self.fatal: SluiceError | None = None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
         self._admin = TopicAdmin(settings.admin_config())
         self._topics: dict[str, TopicInfo] = {}
-        self._failed_batches: list[Batch] = []
+        self.failed_batches: list[Batch] = []
         self._collector: RecordCollector | None = None
+        self.refusals: Refusals | None = None
+        self.committer: Committer | None = None
         self._pacer = Pacer(float(settings.consumer_config().get("max.poll.interval.ms", 300_000)) / 1000)
         self._polled = time.monotonic()  # when the loop last called consume
-        #: refused records waiting to be produced again
-        self._reproduce: list[_Reproduce] = []
         self._router: FailureRouter | None = None
-        self._executor: Executor | None = None
+        self.executor: Executor | None = None
         self._retry_topics: set[str] = set()
-        self._dispatcher: ParallelDispatcher | None = None
+        self.dispatcher: ParallelDispatcher | None = None
         self._repartition_topics: set[str] = set()
-        self._txn: Transactions | None = None
         self._slot: Slot | None = None  # this process's state directory (and transactional id)
         self._purged: dict[TopicPartitionKey, int] = {}
         #: the one topic consumed, when there is only one (no per-record topic lookups then)
@@ -243,25 +236,25 @@ class Runner:
             policies.extend(s.on_error for s in _steps_below(source.root, Step) if s.on_error is not None)
         return policies
 
-    def _make_clients(self) -> None:
+    def _producer_config(self) -> dict[str, object]:
         transactional: dict[str, object] = {}
-        consumer_extra: dict[str, object] = {}
         if self.options.exactly_once:
             assert self._slot is not None
             transactional = {
                 "transactional.id": transactional_id(self.name, self._slot),
                 "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             }
-            consumer_extra = {"isolation.level": "read_committed"}
-        self._producer = Producer(
-            {
-                **self.settings.producer_config(),
-                **transactional,
-                "logger": _librdkafka_logger,
-                "error_cb": self._on_client_error,
-            }
-        )
-        self._consumer = Consumer(
+        return {
+            **self.settings.producer_config(),
+            **transactional,
+            "logger": _librdkafka_logger,
+            "error_cb": self._on_client_error,
+        }
+
+    def _make_clients(self) -> None:
+        consumer_extra = {"isolation.level": "read_committed"} if self.options.exactly_once else {}
+        self.producer = Producer(self._producer_config())
+        self.consumer = Consumer(
             {
                 **self.settings.consumer_config(),
                 **consumer_extra,
@@ -273,6 +266,35 @@ class Runner:
         )
 
     # ------------------------------------------------------------------ public
+    def snapshot(self) -> RuntimeSnapshot:
+        """What the loop holds now, copied for readers on other threads (metrics, health checks)."""
+        for _attempt in range(5):
+            try:
+                return self._snapshot()
+            except RuntimeError:  # a set or dict changed size while copied: the poll thread moved on
+                continue
+        return self._snapshot()
+
+    def _snapshot(self) -> RuntimeSnapshot:
+        router, executor = self._router, self.executor
+        records_out: dict[str, int] = {}
+        for emitter in list(executor.emitters) if executor is not None else ():
+            records_out[emitter.topic] = records_out.get(emitter.topic, 0) + emitter.produced
+        return RuntimeSnapshot(
+            assigned=frozenset(self.parts.assigned),
+            paused=self.parts.paused,
+            in_flight=self.tracker.in_flight,
+            failure=self.fatal,
+            stopping=self._stop.is_set(),
+            retry_topics=frozenset(self._retry_topics),
+            records_out=records_out,
+            dead_letters=dict(router.dead_letters) if router is not None else {},
+            skipped=dict(router.skipped) if router is not None else {},
+            retried=router.retried if router is not None else 0,
+            recovered=router.recovered if router is not None else 0,
+            produced_again=self._collector.environmental if self._collector is not None else 0,
+        )
+
     def stop(self) -> None:
         """Ask the loop to stop: it finishes the batch at hand, flushes, commits and leaves the group."""
         self._stop.set()
@@ -299,27 +321,39 @@ class Runner:
 
     def _run_claimed(self, topics: list[str]) -> bool:
         self._make_clients()
-        assert self._consumer is not None and self._producer is not None
+        assert self.consumer is not None and self.producer is not None
         retry_for = getattr(self.policy, "retry_for", None) or self.options.retry_for
-        self._collector = RecordCollector(self._producer, retry_for=retry_for)
+        self._collector = RecordCollector(self.producer, retry_for=retry_for)
         self._router = FailureRouter(self.name, self.policy, self._collector, self._admin, self._topic_shape)
         self.stats.failures = self._router
         if self.options.exactly_once:
-            self._txn = Transactions(self._producer, self.options.shutdown_timeout)
-            self._txn.start()
-        executor = self._executor = Executor(
+            committer = Transactional(self, self._make_transactional_producer)
+            self.committer = committer
+            committer.start()
+        else:
+            self.committer = AtLeastOnce(self)
+        executor = self.executor = Executor(
             self.sources,
-            self._producer.produce,
-            self._producer.poll,
+            self.producer.produce,
+            self.producer.poll,
             self._router,
             app=self.name,
             state_dir=self._slot.directory if self._slot is not None else self.state_dir,
         )
+        self.refusals = Refusals(
+            self.name,
+            self._collector,
+            self._router,
+            executor,
+            self._admin,
+            self.settings.producer_config(),
+            self.failed_batches,
+        )
         if self.options.concurrency > 1:
-            self._dispatcher = ParallelDispatcher(
-                executor, self.options.concurrency, self.options.ordering, self._failed_batches
+            self.dispatcher = ParallelDispatcher(
+                executor, self.options.concurrency, self.options.ordering, self.failed_batches
             )
-        self._consumer.subscribe(
+        self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
         logger.info("%s: consuming %s as group %s", self.name, ", ".join(topics), self.settings.group_id)
@@ -331,8 +365,8 @@ class Runner:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
             clean = self._shutdown()
-        if self._fatal is not None:
-            raise self._fatal
+        if self.fatal is not None:
+            raise self.fatal
         return clean
 
     def _batch_shape(self) -> tuple[int, float]:
@@ -350,7 +384,7 @@ class Runner:
 
     # ------------------------------------------------------------------ the loop
     def _loop(self, executor: Executor) -> None:
-        consumer, producer, opts = self._consumer, self._producer, self.options
+        consumer, producer, opts = self.consumer, self.producer, self.options
         assert consumer is not None and producer is not None
         max_records, poll_timeout = self._batch_shape()
         stats = self.stats
@@ -358,10 +392,12 @@ class Runner:
         next_commit = time.monotonic() + opts.commit_interval
         next_purge = time.monotonic() + _PURGE_INTERVAL
         progress = _Progress(self, opts.progress_interval)
+        committer = self.committer
+        assert committer is not None
         while not self._stop.is_set():
             msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
             self._polled = time.monotonic()
-            if self._fatal is not None:
+            if self.fatal is not None:
                 return
             if msgs:
                 good = [m for m in msgs if m.error() is None]
@@ -370,12 +406,12 @@ class Runner:
                 if good:
                     started = time.perf_counter()
                     try:
-                        if self._dispatcher is not None:
+                        if self.dispatcher is not None:
                             self._dispatch(executor, good)
                         else:
                             good = self._process_paced(executor, good)
                     except SluiceError as exc:
-                        self._fatal = exc
+                        self.fatal = exc
                         return
                     stats.records_in += len(good)
                     stats.records_out = executor.produced
@@ -385,107 +421,46 @@ class Runner:
             producer.poll(0.05 if self.parts.paused else 0)
             if self.parts.delayed:
                 self._resume_due()
-            if self._reproduce:
-                self._reproduce_due()
-            self._collect()
-            if self._fatal is not None:
+            if self.refusals.waiting:
+                self.refusals.produce_due()
+            self.collect()
+            if self.fatal is not None:
                 return
             self._backpressure()
             now = time.monotonic()
             if metrics is not None:
                 metrics.last_loop = now
             if now >= next_commit:
-                if self._txn is not None:
-                    self._commit_transaction()
-                else:
-                    executor.flush_state()  # acknowledged by a later commit
-                    self._commit(asynchronous=True)
+                committer.commit()
                 next_commit = now + opts.commit_interval
             if self._repartition_topics and now >= next_purge:
                 self._purge_repartition_topics()
                 next_purge = now + _PURGE_INTERVAL
             progress.maybe_log(now)
 
-    def _collect(self) -> None:
+    def collect(self) -> None:
         """Dispose of refused outputs, then move newly committable offsets into the pending commit."""
-        if self._failed_batches and self._txn is not None:
-            self._transaction_refused()
+        if self.failed_batches:
+            self.committer.refused()
+        if self.refusals is not None and self.refusals.fatal is not None:
+            self.fatal = self.refusals.fatal
             return
-        if self._failed_batches:
-            self._dispose_refused_outputs()
         if self._collector is not None and self._collector.fatal is not None:
-            self._fatal = self._collector.fatal
+            self.fatal = self._collector.fatal
             return
         if self._router is not None and self._router.fatal is not None:
-            self._fatal = self._router.fatal
+            self.fatal = self._router.fatal
             return
-        if self._executor is not None and self._executor.state_failure is not None:
-            self._fatal = self._executor.state_failure
+        if self.executor is not None and self.executor.state_failure is not None:
+            self.fatal = self.executor.state_failure
             return
-        if self._dispatcher is not None and self._dispatcher.fatal is not None:
-            exc = self._dispatcher.fatal
-            self._fatal = exc if isinstance(exc, SluiceError) else SluiceError(f"a worker failed: {exc!r}")
+        if self.dispatcher is not None and self.dispatcher.fatal is not None:
+            exc = self.dispatcher.fatal
+            self.fatal = exc if isinstance(exc, SluiceError) else SluiceError(f"a worker failed: {exc!r}")
             return
         ready = self.tracker.committable()
         if ready:
             self.parts.to_commit.update(ready)
-
-    def _transaction_refused(self) -> None:
-        """Exactly-once: a record of the open transaction was refused; the transaction cannot commit.
-
-        A refusal of the moment (an outage) aborts it and redoes its records from the last
-        committed position; a refusal of the record itself would meet the same answer on
-        every redo: stop, with nothing past the last commit visible to read_committed readers.
-        """
-        refused = [f for batch in self._failed_batches for f in batch.failures]
-        self._failed_batches.clear()
-        hard = [(err, out) for _s, err, out in refused if classify(err) != "environmental"]
-        if not hard:
-            _source, err, out = refused[0]
-            self._abort_transaction(f"Kafka refused an output to {out.topic()!r} ({err.str()})")
-            return
-        err, out = hard[0]
-        topic = out.topic() if out is not None else "?"
-        self._fatal = SluiceError(
-            f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
-            "and stops (nothing after the last committed transaction is visible to read_committed readers)"
-        )
-
-    def _commit(self, asynchronous: bool) -> None:
-        """Commit every assigned partition whose committable offset is not confirmed yet.
-
-        An offset stays pending until the broker confirms it (``_on_commit`` or the
-        synchronous result), so a commit refused during a rebalance is sent again at the
-        next interval even when no new record arrives.
-        """
-        if not self.parts.to_commit:
-            return
-        assert self._consumer is not None
-        committed = self.stats.committed
-        offsets = [
-            TopicPartition(t, p, o)
-            for (t, p), o in self.parts.to_commit.items()
-            if (t, p) in self.parts.assigned and committed.get((t, p), -1) < o
-        ]
-        if not offsets:
-            return
-        try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=asynchronous)
-        except KafkaException as exc:
-            # still pending: sent again at the next commit; a rebalance may redo the records (at-least-once)
-            logger.warning("%s: commit failed: %s", self.name, exc.args[0].str() if exc.args else exc)
-            return
-        self.stats.commits += 1
-        if not asynchronous and result:
-            for tp in result:
-                if tp.error is None:
-                    self._confirm(tp)
-
-    def _confirm(self, tp: TopicPartition) -> None:
-        key = (tp.topic, tp.partition)
-        self.stats.committed[key] = tp.offset
-        if self.parts.to_commit.get(key, -1) <= tp.offset:
-            self.parts.to_commit.pop(key, None)
 
     def _process_paced(self, executor: Executor, msgs: list) -> list:
         """Run a consumed batch in chunks, polling between them when a chunk ran long; return what ran.
@@ -521,8 +496,8 @@ class Runner:
         revoke commits them; the records left of a partition no longer assigned are dropped
         (their next owner consumes them). A partition assigned meanwhile starts paused.
         """
-        assert self._consumer is not None
-        consumer, parts = self._consumer, self.parts
+        assert self.consumer is not None
+        consumer, parts = self.consumer, self.parts
         was_paused = parts.paused
         if not was_paused:
             active = [TopicPartition(t, p) for t, p in parts.active()]
@@ -552,7 +527,7 @@ class Runner:
 
     def _process(self, executor: Executor, msgs: list) -> None:
         """Run one consumed batch through the graph on this thread (concurrency=1)."""
-        batch = Batch(len(msgs), self._failed_batches)
+        batch = Batch(len(msgs), self.failed_batches)
         assert self._router is not None
         self._router.start_batch()
         if self._retry_topics:
@@ -562,30 +537,27 @@ class Runner:
         batch.seal()
         next_ = next_offsets(msgs, self._only_topic)
         self.tracker.add(batch, next_)
-        if self._txn is not None:
-            for m in msgs:  # where each partition's part of the open transaction starts
-                self.parts.txn_start.setdefault((m.topic(), m.partition()), m.offset())
-            self.parts.positions.update(next_)
+        self.committer.consumed(msgs, next_)
 
     def _dispatch(self, executor: Executor, msgs: list) -> None:
         """Hand one consumed batch to the worker threads (concurrency>1)."""
-        assert self._dispatcher is not None
+        assert self.dispatcher is not None
         if self._retry_topics:
             parked = [m for m in msgs if m.topic() in self._retry_topics]
             if parked:
                 msgs = [m for m in msgs if m.topic() not in self._retry_topics]
-                batch = Batch(0, self._failed_batches)
+                batch = Batch(0, self.failed_batches)
                 self._router.start_batch()
                 done = self._run_with_parked(executor, parked, batch)
                 batch.seal()
                 self.tracker.add(batch, {(m.topic(), m.partition()): m.offset() + 1 for m in done})
-        for batch, offsets in self._dispatcher.submit(msgs):
+        for batch, offsets in self.dispatcher.submit(msgs):
             self.tracker.add(batch, offsets)
 
     # ------------------------------------------------------------------ retry topics
     def _run_with_parked(self, executor: Executor, msgs: list, batch: Batch) -> list:
         """Run source records as a batch and due parked records one by one; return the processed ones."""
-        assert self._consumer is not None
+        assert self.consumer is not None
         retry_topics = self._retry_topics
         sources = [m for m in msgs if m.topic() not in retry_topics]
         if len(sources) == len(msgs):
@@ -604,8 +576,8 @@ class Runner:
             _level, due = parse_retry_headers(m.headers())
             if due > now_ms:
                 part = TopicPartition(m.topic(), m.partition(), m.offset())
-                self._consumer.pause([part])
-                self._consumer.seek(part)
+                self.consumer.pause([part])
+                self.consumer.seek(part)
                 self.parts.delayed[tp] = due / 1000
                 continue
             executor.run_parked(m, batch)
@@ -614,148 +586,40 @@ class Runner:
         return processed
 
     def _resume_due(self) -> None:
-        assert self._consumer is not None
+        assert self.consumer is not None
         now = time.time()
         for tp, due in list(self.parts.delayed.items()):
             if due <= now:
                 del self.parts.delayed[tp]
                 if not self.parts.paused and tp in self.parts.assigned:
-                    self._consumer.resume([TopicPartition(*tp)])
+                    self.consumer.resume([TopicPartition(*tp)])
 
     def _backpressure(self) -> None:
         in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
         if not self.parts.paused and in_flight >= cap:
             self._set_paused(True)
-            if self._executor is not None and self._txn is None:
+            if self.executor is not None and not self.committer.exactly_once:
                 # batches held for the changelog count as in flight: release them now, not at the commit
-                self._executor.flush_state()
+                self.executor.flush_state()
         elif self.parts.paused and in_flight <= cap // 2:
             self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:
-        assert self._consumer is not None
+        assert self.consumer is not None
         parts = [TopicPartition(t, p) for t, p in self.parts.assigned if (t, p) not in self.parts.delayed]
         if parts:
-            (self._consumer.pause if paused else self._consumer.resume)(parts)
+            (self.consumer.pause if paused else self.consumer.resume)(parts)
         if paused:
             self.stats.paused += 1
             logger.debug("%s: %d records in flight: partitions paused", self.name, self.tracker.in_flight)
         self.parts.paused = paused
 
     # ------------------------------------------------------------------ failures
-    def _dispose_refused_outputs(self) -> None:
-        """Records Kafka refused (after librdkafka's own retries): produce again, dead-letter, or stop."""
-        batches, self._failed_batches[:] = list(self._failed_batches), []
-        now = time.monotonic()
-        for batch in batches:
-            failures, batch.failures = batch.failures, []
-            batch.registry = self._failed_batches
-            for origin, err, out in failures:
-                source, attempt, since = origin, 1, now
-                if isinstance(origin, _Reproduced):
-                    source, attempt, since = origin.source, origin.attempt, origin.since
-                try:
-                    self._dispose_refused(batch, source, err, out, attempt, since, now)
-                except SluiceError as exc:
-                    self._fatal = exc
-                    batch.failures.append((origin, err, out))
-                    return
-            if batch.failures and batch not in self._failed_batches:
-                self._failed_batches.append(batch)
-
-    def _dispose_refused(
-        self, batch: Batch, source: object, err: KafkaError, out: Any, attempt: int, since: float, now: float
-    ) -> None:
-        """One refused record: environmental refusals are produced again, record-level ones dead-lettered."""
-        assert self._router is not None and self._executor is not None and self._collector is not None
-        kind = classify(err)
-        dead = isinstance(source, DeadLetterOrigin)
-        what = f"the dead letter of record {source.record}" if dead else f"an output of {_where(source)}"
-        if kind == "environmental":
-            if self._collector.refused_for_too_long(since, now):
-                msg = (
-                    f"Kafka has refused {what} to {out.topic()!r} for {now - since:.0f}s ({err.str()}); "
-                    f"stopping without committing past it (raise on_error(retry_for=...) to wait longer)"
-                )
-                raise SluiceError(msg)
-            if attempt == 1:
-                logger.warning(
-                    "%s: Kafka refused %s to %r (%s): producing it again (its offset is not committed meanwhile)",
-                    self.name,
-                    what,
-                    out.topic(),
-                    err.str(),
-                )
-            self._collector.environmental += 1
-            self._schedule(batch, source, out, attempt, since, now + min(5.0, 0.1 * 2 ** (attempt - 1)))
-            return
-        if kind == "fatal":
-            msg = (
-                f"Kafka refused {what} to {out.topic()!r}: {err.str()}; stopping (this error is not retried)"
-            )
-            raise SluiceError(msg)
-        if dead:
-            assert isinstance(source, DeadLetterOrigin)
-            fitted = None
-            if too_large(err) and not _has_header(out, TRUNCATED_HEADER):
-                limit = self._admin.max_message_bytes(out.topic(), self.settings.producer_config())
-                fitted = truncate_to_fit(out.value(), out.key(), list(out.headers() or ()), limit)
-            if fitted is None:
-                raise self._router.dead_letter_refused(source, err)
-            value, headers = fitted
-            logger.warning(
-                "%s: %s is too large for %r (%s): its value is cut to %d bytes (header %s)",
-                self.name,
-                what,
-                out.topic(),
-                err.str(),
-                len(value or b""),
-                TRUNCATED_HEADER,
-            )
-            self._schedule(batch, source, _Rebuilt(out, value, headers), attempt, since, now)
-            return
-        step, policy = self._executor.emitter_for(out.topic())
-        self._router.delivery_failed(step, policy, source, err, out, batch, attempt)
-
-    def _schedule(
-        self, batch: Batch, source: object, out: Any, attempt: int, since: float, due: float
-    ) -> None:
-        """Produce ``out`` again at ``due``; its batch (and so its offset) waits for it."""
-        batch.expect(1)
-        self._reproduce.append(_Reproduce(batch, source, out, attempt + 1, since, due, _partition_of(source)))
-
-    def _reproduce_due(self) -> None:
-        """Produce again the refused records whose backoff is over, in the order they were refused."""
-        now = time.monotonic()
-        due = [r for r in self._reproduce if r.due <= now]
-        if not due:
-            return
-        self._reproduce = [r for r in self._reproduce if r.due > now]
-        assert self._collector is not None
-        for r in due:
-            out, origin = r.out, _Reproduced(r.source, r.attempt, r.since)
-            kwargs: dict[str, Any] = {"timestamp": max(out.timestamp()[1], 0), "headers": out.headers()}
-            if out.partition() >= 0:
-                kwargs["partition"] = out.partition()
-            try:
-                self._collector.send(
-                    out.topic(),
-                    out.value(),
-                    out.key(),
-                    on_delivery=partial(r.batch.on_delivery, origin),
-                    **kwargs,
-                )
-            except KafkaException as exc:
-                err = error_of(exc)
-                if err is None:
-                    raise
-                r.batch.on_delivery(origin, err, out)
-
     def _on_message_errors(self, msgs: list) -> None:
         for m in msgs:
             err = m.error()
             if err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC) or err.fatal():
-                self._fatal = SluiceError(f"consuming {m.topic()} failed: {err.str()}")
+                self.fatal = SluiceError(f"consuming {m.topic()} failed: {err.str()}")
             else:
                 logger.warning("%s: consumer error: %s", self.name, err.str())
 
@@ -763,19 +627,11 @@ class Runner:
         if self.metrics is not None:
             self.metrics.on_client_error(err)
         if err.fatal():
-            self._fatal = SluiceError(f"fatal Kafka client error: {err.str()}")
+            self.fatal = SluiceError(f"fatal Kafka client error: {err.str()}")
         elif err.code() == KafkaError._ALL_BROKERS_DOWN:
             logger.warning("%s: all brokers are down (%s); retrying", self.name, err.str())
         else:
             logger.info("%s: kafka: %s", self.name, err.str())
-
-    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
-        if err is not None:
-            logger.warning("%s: offset commit failed: %s", self.name, err.str())
-            return
-        for tp in partitions:
-            if tp.error is None:
-                self._confirm(tp)
 
     # ------------------------------------------------------------------ rebalance
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -783,11 +639,11 @@ class Runner:
         self.parts.assign((tp.topic, tp.partition) for tp in partitions)
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
         try:
-            self._open_stores(partitions)
+            self.open_stores(partitions)
         except SluiceError as exc:
-            self._fatal = exc
+            self.fatal = exc
         except Exception as exc:  # noqa: BLE001 - e.g. a store that cannot be opened: stop, say why
-            self._fatal = SluiceError(f"opening the state stores of {_fmt(partitions)} failed: {exc}")
+            self.fatal = SluiceError(f"opening the state stores of {_fmt(partitions)} failed: {exc}")
         if self.parts.paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
@@ -797,17 +653,10 @@ class Runner:
         self.stats.rebalances += 1
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
-        if self._dispatcher is not None:
-            self._dispatcher.drop(revoked)  # queued records of revoked partitions never start
-        if self._txn is not None:
-            committed = self._fatal is None and self._commit_transaction()
-            self._release(revoked, clean=committed)
-            return
-        if self._executor is not None:
-            self._executor.flush_state()
-        self._drain(revoked, self.options.revoke_timeout)
-        self._commit(asynchronous=False)
-        self._release(revoked, clean=not self.tracker.pending_for(revoked))
+        if self.dispatcher is not None:
+            self.dispatcher.drop(revoked)  # queued records of revoked partitions never start
+        assert self.committer is not None
+        self._release(revoked, clean=self.committer.revoke(revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         lost = {(tp.topic, tp.partition) for tp in partitions}
@@ -815,92 +664,35 @@ class Runner:
             "%s: partitions lost (their uncommitted records will be redone): %s", self.name, _fmt(partitions)
         )
         self._release(lost, clean=False)
-        if self._txn is not None and self._fatal is None:
-            # the open transaction holds their records; another worker redoes them: drop it all
-            self._abort_transaction("partitions lost")
+        assert self.committer is not None
+        self.committer.lost(lost)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if isinstance(self.committer, AtLeastOnce):
+            self.committer.on_commit(err, partitions)
 
     def _release(self, partitions: set[TopicPartitionKey], clean: bool) -> None:
-        """Forget everything held for ``partitions``: the one path of revoke, lost and shutdown.
+        """Forget everything held for ``partitions``: the one path of revoke and lost.
 
         ``clean``: their outputs and changelog writes are acknowledged (the stores are
         checkpointed); otherwise their uncommitted work is simply dropped, to be redone
         by their next owner.
         """
-        if self._dispatcher is not None:
-            self._dispatcher.drop(partitions)
-        if self._executor is not None and not clean:
-            for node in self._executor.aggregates:
+        if self.dispatcher is not None:
+            self.dispatcher.drop(partitions)
+        if self.executor is not None and not clean:
+            for node in self.executor.aggregates:
                 node.discard_partitions({p for t, p in partitions if t in node.input_topics})
-        self._close_stores(partitions, clean=clean)
+        self.close_stores(partitions, clean=clean)
         self.tracker.forget(partitions)
         self.parts.forget(partitions)
-        self._reproduce = [r for r in self._reproduce if r.partition not in partitions]
-
-    # ------------------------------------------------------------------ exactly-once
-    def _commit_transaction(self) -> bool:
-        """Commit the open transaction with the consumed positions; on an abortable error, redo it."""
-        assert self._txn is not None and self._consumer is not None and self._executor is not None
-        if not self.parts.txn_start:
-            return True  # nothing consumed since the last commit
-        self._executor.flush_state()
-        offsets = [
-            TopicPartition(t, p, o)
-            for (t, p), o in self.parts.positions.items()
-            if (t, p) in self.parts.txn_start
-        ]
-        try:
-            self._txn.commit(offsets, self._consumer.consumer_group_metadata())
-        except TransactionAborted as exc:
-            self._rewind(f"the transaction was aborted: {exc}")
-            return False
-        except SluiceError as exc:
-            self._fatal = exc
-            return False
-        self.parts.txn_start.clear()
-        self.stats.commits += 1
-        committed = self.stats.committed
-        for tp in offsets:
-            committed[(tp.topic, tp.partition)] = tp.offset
-        return True
-
-    def _abort_transaction(self, why: str) -> None:
-        assert self._txn is not None
-        try:
-            self._txn.abort()
-        except SluiceError as exc:
-            self._fatal = exc
-            return
-        self._rewind(why)
-
-    def _rewind(self, why: str) -> None:
-        """After an abort: back to where the transaction began, with the state it began with."""
-        assert self._txn is not None and self._consumer is not None and self._executor is not None
-        logger.warning("%s: %s; redoing its records from the last committed position", self.name, why)
-        for node in self._executor.aggregates:
-            node.discard_buffer()
-        assigned = [TopicPartition(t, p) for t, p in self.parts.assigned]
-        self._close_stores(None, clean=False)
-        try:
-            self._open_stores(assigned)  # restored from the committed changelog
-        except SluiceError as exc:
-            self._fatal = exc
-            return
-        for (t, p), start in self.parts.txn_start.items():
-            if (t, p) in self.parts.assigned:
-                self._consumer.seek(TopicPartition(t, p, start))
-                self.parts.positions[(t, p)] = start
-        self.parts.txn_start.clear()
-        # the aborted batches' purged outputs report errors: they no longer count for anything
-        for batch in self.tracker.batches():
-            batch.registry = None
-        self._failed_batches.clear()
-        self.tracker = OffsetTracker()
-        self._txn.begin()
+        if self.refusals is not None:
+            self.refusals.forget(partitions)
 
     # ------------------------------------------------------------------ state stores
-    def _open_stores(self, partitions: list[TopicPartition]) -> None:
+    def open_stores(self, partitions: list[TopicPartition]) -> None:
         """Open (and restore from the changelog) the stores of newly assigned partitions."""
-        if self._executor is None or not self._executor.aggregates:
+        if self.executor is None or not self.executor.aggregates:
             return
         config = {
             "bootstrap.servers": self.settings.brokers,
@@ -910,16 +702,16 @@ class Runner:
             "isolation.level": "read_committed",
             "logger": _librdkafka_logger,
         }
-        for node in self._executor.aggregates:
+        for node in self.executor.aggregates:
             mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
             if mine:
                 node.open(mine, self._admin, config, self.options.revoke_timeout)
 
-    def _close_stores(self, partitions: set[TopicPartitionKey] | None, clean: bool) -> None:
+    def close_stores(self, partitions: set[TopicPartitionKey] | None, clean: bool) -> None:
         """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""
-        if self._executor is None:
+        if self.executor is None:
             return
-        for node in self._executor.aggregates:
+        for node in self.executor.aggregates:
             owned = [
                 p
                 for p in node.stores
@@ -961,12 +753,12 @@ class Runner:
             return
         self._purged.update(purge)
 
-    def _drain(self, partitions: set[TopicPartitionKey], timeout: float) -> None:
+    def drain(self, partitions: set[TopicPartitionKey], timeout: float) -> None:
         """Serve delivery reports until ``partitions`` have nothing pending, or ``timeout``."""
-        assert self._producer is not None
+        assert self.producer is not None
         deadline = time.monotonic() + timeout
-        self._collect()
-        while self.tracker.pending_for(partitions) and self._fatal is None:
+        self.collect()
+        while self.tracker.pending_for(partitions) and self.fatal is None:
             if time.monotonic() >= deadline:
                 logger.warning(
                     "%s: outputs of %d batches not acknowledged within %.0fs; their offsets are not committed",
@@ -975,62 +767,29 @@ class Runner:
                     timeout,
                 )
                 return
-            self._producer.poll(0.05)
-            self._collect()
+            self.producer.poll(0.05)
+            self.collect()
 
     # ------------------------------------------------------------------ shutdown
-    def _close_consumer(self) -> None:
-        if self._consumer is not None:
+    def close_consumer(self) -> None:
+        if self.consumer is not None:
             try:
-                self._consumer.close()
+                self.consumer.close()
             except (KafkaException, RuntimeError) as exc:
                 logger.warning("%s: closing the consumer: %s", self.name, exc)
 
-    def _close_sinks(self) -> None:
-        if self._executor is not None:
+    def close_sinks(self) -> None:
+        if self.executor is not None:
             try:
-                self._executor.close_sinks()
+                self.executor.close_sinks()
             except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
                 logger.warning("%s: closing a sink failed: %s", self.name, exc)
 
     def _shutdown(self) -> bool:
-        consumer, producer = self._consumer, self._producer
-        clean = True
-        if self._txn is not None:
-            if self._fatal is None and self._txn.open:
-                clean = self._commit_transaction()
-            elif self._txn.open:
-                try:
-                    self._txn.abort()
-                except SluiceError as exc:
-                    logger.warning("%s: %s", self.name, exc)
-            self._close_stores(None, clean=clean and self._fatal is None)
-            self._close_consumer()
-            self._close_sinks()
-            return clean and self._fatal is None
-        if self._executor is not None and self._fatal is None:
-            self._executor.flush_state()
-        if self._dispatcher is not None:
-            if self._fatal is None:
-                self._drain(set(self.parts.assigned), self.options.shutdown_timeout)
-            self._dispatcher.stop()
-        self._close_sinks()
-        if producer is not None:
-            remaining = producer.flush(self.options.shutdown_timeout)
-            if remaining:
-                clean = False
-                logger.error(
-                    "%s: %d outputs not acknowledged within %.0fs; their source offsets are not committed",
-                    self.name,
-                    remaining,
-                    self.options.shutdown_timeout,
-                )
-        if consumer is not None:
-            # what is complete is committed even after a fatal error: the failed batch never is
-            self._collect()
-            self._commit(asynchronous=False)
-            self._close_consumer()
-        self._close_stores(None, clean=clean and self.tracker.in_flight == 0 and self._fatal is None)
+        if self.committer is None:  # stopped before the clients were ready
+            self.close_consumer()
+            return False
+        clean = self.committer.shutdown()
         logger.info(
             "%s: stopped after %d records in, %d batches, %d commits",
             self.name,
@@ -1038,78 +797,19 @@ class Runner:
             self.stats.batches,
             self.stats.commits,
         )
-        return clean and self.tracker.in_flight == 0
+        return clean
 
+    # ------------------------------------------------------------------ exactly-once
+    def _make_transactional_producer(self) -> Producer:
+        """A new producer with this process's transactional id: ``init_transactions`` bumps its epoch."""
+        return Producer(self._producer_config())
 
-@dataclass(frozen=True)
-class _Reproduced:
-    """The source of a record produced again after Kafka refused it, which attempt this is, since when."""
-
-    source: object
-    attempt: int
-    since: float
-
-
-@dataclass(frozen=True)
-class _Reproduce:
-    """A refused record waiting for its next attempt (``due``, monotonic seconds)."""
-
-    batch: Batch
-    source: object
-    out: Any
-    attempt: int
-    since: float
-    due: float
-    #: the consumed partition it belongs to (a revoke forgets it)
-    partition: TopicPartitionKey | None
-
-
-class _Rebuilt:
-    """A refused record with a new value and headers (a dead letter cut to fit its topic)."""
-
-    def __init__(self, out: Any, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        self._out, self._value, self._headers = out, value, headers
-
-    def topic(self) -> str:
-        return self._out.topic()
-
-    def key(self) -> Any:
-        return self._out.key()
-
-    def value(self) -> bytes | None:
-        return self._value
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._headers
-
-    def partition(self) -> int:
-        return self._out.partition()
-
-    def timestamp(self) -> tuple[int, int]:
-        return self._out.timestamp()
-
-
-def _partition_of(source: object) -> TopicPartitionKey | None:
-    if isinstance(source, DeadLetterOrigin):
-        return source.partition
-    try:
-        return (source.topic(), source.partition())  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        return None
-
-
-def _where(source: object) -> str:
-    tp = _partition_of(source)
-    if tp is None:
-        return "a record"
-    try:
-        return f"{tp[0]}[{tp[1]}]@{source.offset()}"  # type: ignore[attr-defined]
-    except (AttributeError, TypeError):
-        return f"{tp[0]}[{tp[1]}]"
-
-
-def _has_header(msg: Any, name: str) -> bool:
-    return any(k == name for k, _v in msg.headers() or ())
+    def replace_producer(self, producer: Producer) -> None:
+        """Produce through ``producer`` from now on (exactly-once re-creates it after an abort)."""
+        self.producer = producer
+        assert self._collector is not None and self.executor is not None
+        self._collector.replace(producer)
+        self.executor.rebind(producer.produce, producer.poll)
 
 
 class _Progress:
@@ -1139,7 +839,7 @@ class _Progress:
 
 
 def _lag(runner: Runner) -> str:
-    consumer = runner._consumer
+    consumer = runner.consumer
     if consumer is None or not runner.parts.assigned:
         return "-"
     try:

@@ -348,6 +348,10 @@ class AggregateNode:
             flush.cancelled = True
         self._flushes = []
 
+    def rebind(self, produce: Callable[..., None], poll: Callable[[float], Any]) -> None:
+        """Write changelog and late records through a new producer from now on."""
+        self._produce, self._poll = produce, poll
+
     def discard_partitions(self, partitions: set[int]) -> None:
         """Forget the buffered states of partitions this process no longer owns (lost, not revoked).
 

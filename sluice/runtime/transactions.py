@@ -19,13 +19,22 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from sluice.errors import SluiceError
 from sluice.state.slots import Slot
 
-__all__ = ["TransactionAborted", "Transactions", "transactional_id"]
+__all__ = ["TransactionAborted", "TransactionUnknown", "Transactions", "transactional_id"]
 
 logger = logging.getLogger(__name__)
 
 
 class TransactionAborted(Exception):
     """The transaction could not commit and was aborted: rewind and redo its records."""
+
+
+class TransactionUnknown(Exception):
+    """The commit timed out or failed in a way that leaves its outcome unknown (an indefinite error).
+
+    The producer must not go on: a new one (``init_transactions``, a new epoch) completes
+    or aborts the old transaction on the broker, and the records are redone from the
+    offsets the group coordinator holds.
+    """
 
 
 def transactional_id(app: str, slot: Slot) -> str:
@@ -45,11 +54,23 @@ class Transactions:
 
     def start(self) -> None:
         """Register the transactional id (fencing older producers with it) and open a transaction."""
+        self.start_without_begin()
+        self.begin()
+
+    def start_without_begin(self) -> None:
+        """Register the transactional id: bumps the epoch, ending whatever an older producer left open."""
         try:
             self.producer.init_transactions(self.timeout)
         except KafkaException as exc:
             raise _fatal("initialising the transactional producer", exc) from exc
-        self.begin()
+
+    def close(self) -> None:
+        """Drop what this producer still holds (nothing of it may reach Kafka any more)."""
+        try:
+            self.producer.purge()
+            self.producer.flush(0)
+        except (KafkaException, RuntimeError) as exc:
+            logger.info("closing a transactional producer: %s", exc)
 
     def begin(self) -> None:
         self.producer.begin_transaction()
@@ -66,6 +87,13 @@ class Transactions:
             if err is not None and err.txn_requires_abort():
                 self.abort()
                 raise TransactionAborted(err.str()) from exc
+            if (
+                err is not None
+                and not err.fatal()
+                and (err.retriable() or err.code() == KafkaError._TIMED_OUT)
+            ):
+                self.open = False
+                raise TransactionUnknown(err.str()) from exc
             raise _fatal("committing the transaction", exc) from exc
         self.open = False
         self.begin()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from types import SimpleNamespace
 
 import orjson
@@ -12,25 +13,29 @@ from prometheus_client import generate_latest
 
 from sluice.kafka.config import settings_from_options
 from sluice.metrics import MetricsServer, RuntimeMetrics, WorkerAggregator
+from sluice.metrics._runtime import RuntimeSnapshot
 from sluice.metrics.top import PartitionRow, TopSample, render, sample_from_metrics
 from tests.ops.helpers import get_json, scrape, strip_ansi, value
 
 
-def fake_runner(name: str = "orders") -> SimpleNamespace:
-    return SimpleNamespace(
+class FakeRunner(SimpleNamespace):
+    """The part of ``Runner`` the metrics read; ``snap`` is what ``snapshot()`` returns."""
+
+    def snapshot(self) -> RuntimeSnapshot:
+        return self.snap
+
+    def change(self, **fields) -> None:
+        self.snap = replace(self.snap, **fields)
+
+
+def fake_runner(name: str = "orders") -> FakeRunner:
+    return FakeRunner(
         name=name,
         settings=settings_from_options(name, "127.0.0.1:9092", {}),
         stats=SimpleNamespace(committed={}, rebalances=0, batches=0, commits=0),
-        tracker=SimpleNamespace(in_flight=0),
         sources=[SimpleNamespace(topics=("events",))],
         ready=threading.Event(),
-        _assigned=set(),
-        _executor=None,
-        _router=None,
-        _fatal=None,
-        _paused=False,
-        _stop=threading.Event(),
-        _retry_topics=set(),
+        snap=RuntimeSnapshot(),
     )
 
 
@@ -46,7 +51,7 @@ def test_readiness_says_why_until_assigned_then_flips_with_the_brokers_and_state
     assert not ok
     assert body["reason"] == "waiting for a partition assignment in consumer group 'orders'"
 
-    runner._assigned.update({("events", 0), ("events", 1)})
+    runner.change(assigned=frozenset({("events", 0), ("events", 1)}))
     runner.ready.set()
     assert metrics.readiness() == (
         True,
@@ -70,7 +75,7 @@ def test_readiness_says_why_until_assigned_then_flips_with_the_brokers_and_state
     metrics.set_restore_remaining("counts", 0, 0)
     assert metrics.readiness()[0]
 
-    runner._stop.set()
+    runner.change(stopping=True)
     assert metrics.readiness()[1]["reason"] == "stopping: finishing the records in flight, then committing"
     assert metrics.health() == (True, {"app": "orders", "group": "orders", "status": "stopping"})
 
@@ -86,7 +91,7 @@ def test_health_fails_with_a_reason_when_the_poll_loop_stops_coming_back():
     assert not ok
     assert body["status"] == "stuck"
     assert body["reason"].startswith("the poll loop has not come back for 5s (limit 0s)")
-    runner._fatal = RuntimeError("boom")
+    runner.change(failure=RuntimeError("boom"))
     assert metrics.health()[1]["reason"] == "the app is stopping after an error: boom"
 
 
@@ -101,7 +106,7 @@ def test_each_app_has_its_own_registry():
 
 def test_lag_counts_from_the_committed_offset_or_the_start_before_any_commit():
     runner = fake_runner()
-    runner._assigned.update({("events", 0), ("events", 1), ("events", 2)})
+    runner.change(assigned=frozenset({("events", 0), ("events", 1), ("events", 2)}))
     runner.stats.committed[("events", 0)] = 40
     metrics = RuntimeMetrics(runner)
     metrics.on_stats(

@@ -121,7 +121,7 @@ def test_failures_at_every_stage_of_a_fused_chain_meet_the_policy_once(kafka, to
         )
         outputs = kafka.drain(out, expected=len(kept))
         dead = kafka.drain(f"{app.name}.dlq", expected=len(bad))
-        plan = next(iter(app._runner._executor._plans.values()))  # which path ran
+        plan = next(iter(app._runner.executor._plans.values()))  # which path ran
     kafka.created.append(f"{app.name}.dlq")
 
     assert plan.fused is not None, "this pipeline runs as one fused loop"
