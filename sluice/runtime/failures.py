@@ -55,7 +55,7 @@ _FATAL_KIND: dict[str, type[SluiceError]] = {
 
 
 #: room for the ``sluice.error.*`` headers above a source record's size (their values are bounded)
-_CONTEXT_BYTES = 65536
+CONTEXT_BYTES = 65536
 
 
 class DeadLetterError(SluiceError):
@@ -346,7 +346,7 @@ class FailureRouter:
     def _room_for(self, source_topic: str) -> dict[str, str]:
         """Topic config for a dead-letter or retry topic: room for its source's largest record plus context."""
         limit = self._admin.topic_config(source_topic, "max.message.bytes")
-        return {"max.message.bytes": str(int(limit) + _CONTEXT_BYTES)} if limit else {}
+        return {"max.message.bytes": str(int(limit) + CONTEXT_BYTES)} if limit else {}
 
     def _produce_forced(
         self, where: DeadLetterOrigin, batch: Batch, value: Any, key: Any, **kwargs: Any

@@ -33,6 +33,7 @@ from sluice.metrics._runtime import RuntimeMetrics, RuntimeSnapshot, start_metri
 from sluice.runtime.collector import RecordCollector
 from sluice.runtime.commit import AtLeastOnce, Committer, Transactional
 from sluice.runtime.executor import Executor
+from sluice.runtime.failures import CONTEXT_BYTES as _CONTEXT_BYTES
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
@@ -54,7 +55,8 @@ _COMPACTED = {"cleanup.policy": "compact"}
 # before it is read (Kafka Streams makes the same choice for its repartition topics)
 _REPARTITION = {"retention.ms": "-1", "segment.bytes": str(64 << 20)}
 _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
-_TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
+_TRANSACTION_TIMEOUT_MS = 30_000
+_LIBRDKAFKA_MAX_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes  # an abandoned transaction blocks read_committed readers this long at most
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,9 @@ class Runner:
         self.committer: Committer | None = None
         self._pacer = Pacer(float(settings.consumer_config().get("max.poll.interval.ms", 300_000)) / 1000)
         self._polled = time.monotonic()  # when the loop last called consume
+        self._revocations = 0  # revoke and lost callbacks so far
+        #: librdkafka's message.max.bytes for the producer: room for the largest source record and its context
+        self._max_record_bytes: int | None = None
         self._router: FailureRouter | None = None
         self.executor: Executor | None = None
         self._retry_topics: set[str] = set()
@@ -151,8 +156,10 @@ class Runner:
         self._check_stateful()
         self._check_exactly_once()
         topics = [t for s in self.sources for t in s.topics]
-        infos = admin.require_sources([t for s in self.sources if not s.internal for t in s.topics])
+        sources = [t for s in self.sources if not s.internal for t in s.topics]
+        infos = admin.require_sources(sources)
         self._topics = infos
+        self._max_record_bytes = self._room_for_sources(sources)
         for source in self.sources:  # an internal source comes after its upstream: its shape is known
             if source.internal:
                 assert source.upstream is not None
@@ -177,6 +184,18 @@ class Runner:
                 self._retry_topics.add(name)
                 topics.append(name)
         return topics
+
+    def _room_for_sources(self, topics: list[str]) -> int | None:
+        """librdkafka's ``message.max.bytes`` for the producer when a source takes more than its default.
+
+        A record the source took must fit in its dead letter (the record plus its context
+        headers): librdkafka would refuse it before any topic could take it.
+        """
+        if "message.max.bytes" in self.settings.producer_config():
+            return None  # the user's choice
+        limits = [int(v) for v in (self._admin.topic_config(t, "max.message.bytes") for t in topics) if v]
+        needed = max(limits, default=0) + _CONTEXT_BYTES
+        return needed if needed > _LIBRDKAFKA_MAX_MESSAGE_BYTES else None
 
     def _shape_of(self, source: Source) -> tuple[int, int]:
         infos = self._topics
@@ -244,8 +263,10 @@ class Runner:
                 "transactional.id": transactional_id(self.name, self._slot),
                 "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             }
+        room = {"message.max.bytes": self._max_record_bytes} if self._max_record_bytes else {}
         return {
             **self.settings.producer_config(),
+            **room,
             **transactional,
             "logger": _librdkafka_logger,
             "error_cb": self._on_client_error,
@@ -346,7 +367,7 @@ class Runner:
             self._router,
             executor,
             self._admin,
-            self.settings.producer_config(),
+            self._producer_config(),
             self.failed_batches,
         )
         if self.options.concurrency > 1:
@@ -395,11 +416,14 @@ class Runner:
         committer = self.committer
         assert committer is not None
         while not self._stop.is_set():
+            revocations = self._revocations
             msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
             self._polled = time.monotonic()
             if self.fatal is not None:
                 return
             if msgs:
+                if revocations != self._revocations:
+                    msgs = self._still_assigned(msgs)
                 good = [m for m in msgs if m.error() is None]
                 if len(good) != len(msgs):
                     self._on_message_errors([m for m in msgs if m.error() is not None])
@@ -462,6 +486,21 @@ class Runner:
         if ready:
             self.parts.to_commit.update(ready)
 
+    def _still_assigned(self, msgs: list) -> list:
+        """The consumed records of partitions still assigned.
+
+        A consume that served a revoke (or a loss) can return records fetched before it:
+        run, they would be produced (and under exactly-once, their offsets sent) for
+        partitions another member owns now.
+        """
+        assigned = self.parts.assigned
+        kept = [m for m in msgs if m.error() is not None or (m.topic(), m.partition()) in assigned]
+        if len(kept) != len(msgs):
+            logger.info(
+                "%s: %d consumed records of revoked partitions dropped", self.name, len(msgs) - len(kept)
+            )
+        return kept
+
     def _process_paced(self, executor: Executor, msgs: list) -> list:
         """Run a consumed batch in chunks, polling between them when a chunk ran long; return what ran.
 
@@ -520,6 +559,7 @@ class Runner:
                 self.name,
                 len(rest) - len(kept),
             )
+        late = self._still_assigned(late)
         good = [m for m in late if m.error() is None]
         if len(good) != len(late):
             self._on_message_errors([m for m in late if m.error() is not None])
@@ -672,7 +712,23 @@ class Runner:
             self.committer.on_commit(err, partitions)
 
     def _release(self, partitions: set[TopicPartitionKey], clean: bool) -> None:
-        """Forget everything held for ``partitions``: the one path of revoke and lost.
+        self._revocations += 1
+        self._unpause(partitions)
+        self._forget(partitions, clean)
+
+    def _unpause(self, partitions: set[TopicPartitionKey]) -> None:
+        """Resume partitions on their way out: librdkafka keeps a partition's pause across a
+        re-assignment, so a partition revoked while paused (in-flight cap, a parked record not
+        due) would otherwise never be fetched again when it comes back."""
+        if self.consumer is None or not partitions:
+            return
+        try:
+            self.consumer.resume([TopicPartition(t, p) for t, p in partitions])
+        except KafkaException as exc:
+            logger.debug("%s: resuming released partitions: %s", self.name, exc)
+
+    def _forget(self, partitions: set[TopicPartitionKey], clean: bool) -> None:
+        """Forget everything held for ``partitions`` (called by ``_release``, the one path of revoke and lost).
 
         ``clean``: their outputs and changelog writes are acknowledged (the stores are
         checkpointed); otherwise their uncommitted work is simply dropped, to be redone
