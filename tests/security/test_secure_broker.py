@@ -8,7 +8,11 @@ each test fails if one client was built without ``kafka_config``/``--config``.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -22,7 +26,7 @@ from click.testing import CliRunner
 from sluice import App
 from sluice.cli.main import cli
 from sluice.errors import KafkaAuthenticationError
-from tests.apps import running, wait_for
+from tests.apps import ROOT, running, wait_for
 
 pytestmark = pytest.mark.secure
 
@@ -191,3 +195,53 @@ def test_an_app_with_a_wrong_password_stops_with_an_authentication_error(secure_
     assert secret not in str(info.value)
     assert secret not in caplog.text
     assert secret not in repr(app.settings)
+
+
+def test_sluice_run_with_workers_connects_with_the_config_file_over_the_apps_brokers(secure_kafka, tmp_path):
+    src = secure_kafka.create_topic(partitions=2)
+    name = f"sec-run-{uuid.uuid4().hex[:8]}"
+    out = f"{name}-out"
+    secure_kafka.created.append(out)
+    # the app names a closed port and no security: only --config makes it work
+    (tmp_path / "secured_app.py").write_text(
+        "from sluice import App\n"
+        f"app = App({name!r}, brokers='127.0.0.1:1', commit_interval='200ms')\n"
+        f"app.stream({src!r}).map(lambda e: {{'id': e['id']}}).to({out!r})\n"
+    )
+    secure_kafka.produce(src, events(0, 200))
+    log = tmp_path / "run.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("SLUICE_BROKERS", None)
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "sluice",
+                "run",
+                "secured_app:app",
+                "--workers",
+                "2",
+                "--config",
+                str(secure_kafka.client_file),
+                "--log-level",
+                "debug",
+            ],
+            cwd=tmp_path,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            got = secure_kafka.drain(out, expected=200, timeout=90)
+            wait_for(
+                lambda: secure_kafka.committed(name, src, 2) == secure_kafka.end_offsets(src, 2),
+                what="committed",
+            )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = proc.wait(60)
+    text = log.read_text(errors="replace")
+    assert code == 0, text[-3000:]
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == list(range(200))
+    assert secure_kafka.properties["sasl.password"] not in text
