@@ -158,7 +158,8 @@ def group_lag(
         TopicNotFoundError: a topic of ``topics`` does not exist.
         KafkaUnavailableError: the brokers could not be reached in time.
     """
-    admin = admin or lag_admin(brokers, kafka_config, timeout, "sluice-lag")
+    if admin is None:  # not `admin or ...`: an idle AdminClient has len() 0 and is falsy
+        admin = lag_admin(brokers, kafka_config, timeout, "sluice-lag")
     try:
         described = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
         offsets = admin.list_consumer_group_offsets(

@@ -245,3 +245,25 @@ def test_sluice_run_with_workers_connects_with_the_config_file_over_the_apps_bro
     assert code == 0, text[-3000:]
     assert sorted(orjson.loads(r.value)["id"] for r in got) == list(range(200))
     assert secure_kafka.properties["sasl.password"] not in text
+
+
+def test_produce_tail_and_top_work_through_sasl_ssl_with_a_config_file(secure_kafka, tmp_path):
+    topic = f"sec-tools-{uuid.uuid4().hex[:8]}"
+    secure_kafka.created.append(topic)
+    config = str(secure_kafka.client_file)
+    made = sluice("produce", topic, "--create", "--partitions", "2", "-n", "25", "--config", config)
+    assert made.exit_code == 0, made.output
+    assert "25 acknowledged" in made.output
+    shown = sluice("tail", topic, "--from-beginning", "--compact", "--config", config)
+    assert shown.exit_code == 0, shown.output
+    records = [orjson.loads(line) for line in shown.stdout.splitlines()]
+    assert len(records) == 25 and all(r["topic"] == topic for r in records)
+
+    group = f"sec-top-{uuid.uuid4().hex[:8]}"
+    consumer = secure_kafka.consumer(group)
+    consumer.subscribe([topic])
+    wait_for(lambda: consumer.consume(25, timeout=1) and consumer.commit(asynchronous=False), what="a commit")
+    consumer.close()
+    view = sluice("top", "--group", group, "--once", "--config", config)
+    assert view.exit_code == 0, view.output
+    assert topic in view.output
