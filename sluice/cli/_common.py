@@ -152,7 +152,8 @@ def connection_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "-b",
         default=None,
         callback=_brokers,
-        help=f"Kafka bootstrap servers [default: bootstrap.servers of --config, $SLUICE_BROKERS, {DEFAULT_BROKERS}].",
+        help="Kafka bootstrap servers; wins over bootstrap.servers in --config, an App's brokers= and "
+        f"$SLUICE_BROKERS [default: {DEFAULT_BROKERS}].",
     )
     @click.option(
         "--config",

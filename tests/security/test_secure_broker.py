@@ -181,6 +181,24 @@ def test_a_wrong_password_fails_fast_with_one_line_naming_the_mechanism(secure_k
         assert elapsed < 10, f"{command} took {elapsed:.1f}s to report a wrong password (timeout 30s)"
 
 
+def test_an_untrusted_broker_certificate_fails_fast_naming_ssl_ca_location(secure_kafka, tmp_path):
+    other_ca = tmp_path / "other-ca.pem"
+    shutil.copy(secure_kafka.client_file.parent / "tls" / "broker.pem", other_ca)  # not the CA that signed it
+    conf = tmp_path / "other.properties"
+    conf.write_text(
+        "".join(
+            f"ssl.ca.location={other_ca}\n" if line.startswith("ssl.ca.location=") else line + "\n"
+            for line in secure_kafka.client_file.read_text().splitlines()
+        )
+    )
+    started = time.monotonic()
+    result = sluice("lag", "--group", "g", "--config", str(conf), "--timeout", "30")
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("sluice: error: TLS connection to Kafka at 127.0.0.1:9094 failed: ")
+    assert "certificate verify failed" in result.stderr and "check ssl.ca.location" in result.stderr
+    assert time.monotonic() - started < 10
+
+
 def test_an_app_with_a_wrong_password_stops_with_an_authentication_error(secure_kafka, tmp_path, caplog):
     src = secure_kafka.create_topic()
     secret = f"wrong-{uuid.uuid4().hex}"
