@@ -80,6 +80,9 @@ class TopicAdmin:
         Raises:
             KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
             KafkaUnavailableError: no answer within the timeout.
+
+        Example:
+            >>> TopicAdmin({"bootstrap.servers": "127.0.0.1:9092"}, timeout=5).check()  # doctest: +SKIP
         """
         self._metadata()
 

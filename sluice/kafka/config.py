@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_BROKERS",
     "ClientSettings",
     "ConnectionLayer",
+    "check_client_properties",
     "environment_layer",
     "resolve_connection",
     "settings_from_options",
@@ -152,6 +153,12 @@ def check_client_properties(properties: Mapping[str, Any], what: str = "kafka_co
 
     Raises:
         ConfigError: librdkafka refused the properties (secrets are never echoed).
+
+    Example:
+        >>> check_client_properties({"security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN"})
+        Traceback (most recent call last):
+        ...
+        sluice.errors.ConfigError: kafka_config was refused by librdkafka: Failed to create producer: sasl.username and sasl.password must be set
     """
     if not properties:
         return
@@ -205,7 +212,12 @@ class ClientSettings:
         )
 
     def base_config(self) -> dict[str, Any]:
-        """What every client gets: the brokers and ``kafka_config``."""
+        """What every client gets: the brokers and ``kafka_config``.
+
+        Example:
+            >>> ClientSettings("b:9094", "g", "c", kafka_config={"security.protocol": "SSL"}).base_config()
+            {'security.protocol': 'SSL', 'bootstrap.servers': 'b:9094'}
+        """
         return {**self.kafka_config, "bootstrap.servers": self.brokers}
 
     def with_connection(self, brokers: str | None, properties: Mapping[str, Any]) -> ClientSettings:
@@ -261,7 +273,14 @@ class ClientSettings:
         return {**self.base_config(), "client.id": self.client_id}
 
     def restore_consumer_config(self) -> dict[str, Any]:
-        """The consumer that restores state stores from their changelogs (no commits, committed records only)."""
+        """The consumer that restores state stores from their changelogs (no commits, committed records only).
+
+        Example:
+            >>> s = ClientSettings("b:9094", "clicks", "c1", kafka_config={"security.protocol": "SSL"})
+            >>> c = s.restore_consumer_config()
+            >>> c["group.id"], c["security.protocol"], c["enable.auto.commit"]
+            ('clicks.restore', 'SSL', False)
+        """
         return {
             **self.base_config(),
             "client.id": f"{self.client_id}-restore",

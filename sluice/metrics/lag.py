@@ -125,6 +125,11 @@ def lag_admin(
     Raises:
         KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
         KafkaUnavailableError: the brokers did not answer within ``timeout``.
+
+    Example:
+        >>> admin = lag_admin("127.0.0.1:9094", {"security.protocol": "SASL_SSL"}, 10.0, "ops")  # doctest: +SKIP
+        >>> group_lag("clicks", "127.0.0.1:9094", admin=admin).total_lag  # doctest: +SKIP
+        0
     """
     admin = TopicAdmin(
         {**(kafka_config or {}), "bootstrap.servers": brokers, "client.id": client_id}, timeout

@@ -227,6 +227,15 @@ def test_sluice_run_with_workers_connects_with_the_config_file_over_the_apps_bro
         f"app.stream({src!r}).map(lambda e: {{'id': e['id']}}).to({out!r})\n"
     )
     secure_kafka.produce(src, events(0, 200))
+    # the brokers from --brokers, the security settings from a file without bootstrap.servers
+    no_brokers = tmp_path / "no-brokers.properties"
+    no_brokers.write_text(
+        "".join(
+            line + "\n"
+            for line in secure_kafka.client_file.read_text().splitlines()
+            if not line.startswith("bootstrap.servers")
+        )
+    )
     log = tmp_path / "run.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SLUICE_BROKERS", None)
@@ -240,8 +249,10 @@ def test_sluice_run_with_workers_connects_with_the_config_file_over_the_apps_bro
                 "secured_app:app",
                 "--workers",
                 "2",
+                "--brokers",
+                secure_kafka.bootstrap,
                 "--config",
-                str(secure_kafka.client_file),
+                str(no_brokers),
                 "--log-level",
                 "debug",
             ],
