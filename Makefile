@@ -6,7 +6,7 @@ KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down secure-broker-up secure-broker-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,13 @@ cluster-up: setup jars
 cluster-down:
 	@test -x $(PY) && $(KAFKACTL) cluster-down || true
 
+# A SASL_SSL broker (SCRAM-SHA-512 over TLS, a throwaway CA) on 127.0.0.1:9094; writes .kafka/secure/client.properties
+secure-broker-up: setup jars
+	$(KAFKACTL) secure-up
+
+secure-broker-down:
+	@test -x $(PY) && $(KAFKACTL) secure-down || true
+
 # A throwaway PostgreSQL on 127.0.0.1:25432 (installed from Debian packages when missing; data in .postgres/)
 postgres-up:
 	$(PGCTL) up
@@ -54,7 +61,7 @@ test: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save && \
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; \
+	$(KAFKACTL) cluster-down; $(KAFKACTL) secure-down; $(KAFKACTL) down; $(PGCTL) down; \
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
 	[ $$rc -eq 0 ] && [ $$bench -eq 0 ]
 
@@ -99,5 +106,5 @@ bench-smoke: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save
 
-clean: broker-down cluster-down
+clean: broker-down cluster-down secure-broker-down
 	rm -rf $(VENV) tools/kafka/target .kafka

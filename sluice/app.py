@@ -43,8 +43,9 @@ class App:
     Args:
         name: the app's name; also its consumer group id unless ``group_id`` is given.
             Start more processes with the same name to scale out (Kafka consumer groups).
-        brokers: bootstrap servers, ``"host:port[,host:port]"`` (default: ``$SLUICE_BROKERS``
-            or ``127.0.0.1:9092``). ``bootstrap_servers=`` is accepted too.
+        brokers: bootstrap servers, ``"host:port[,host:port]"`` (default: ``bootstrap.servers``
+            of ``kafka_config``, ``$SLUICE_BROKERS``, ``bootstrap.servers`` of the
+            ``$SLUICE_KAFKA_CONFIG`` file, ``127.0.0.1:9092``). ``bootstrap_servers=`` is accepted too.
         group_id: the consumer group (default: ``name``).
         auto_offset_reset: where a new group starts: ``"earliest"`` (default, as Kafka
             Streams: nothing already in the topic is skipped), ``"latest"``, ``"error"``.
@@ -70,8 +71,15 @@ class App:
         value_deserializer: a callable ``bytes -> object``: the default ``value=`` of
             ``stream()`` (kafka-python's name).
         key_deserializer: likewise for keys.
-        consumer_config: librdkafka consumer properties, passed through.
-        producer_config: librdkafka producer properties, passed through.
+        kafka_config: librdkafka properties every client of the app gets (consumer,
+            producers, admin, state-restore consumers): security and connection settings
+            such as ``security.protocol``, ``sasl.mechanism``, ``sasl.username``,
+            ``sasl.password``, ``ssl.ca.location``. Merged key by key over the properties
+            file named by ``$SLUICE_KAFKA_CONFIG``; ``sluice run --config FILE`` overrides
+            both. A ``bootstrap.servers`` here serves when ``brokers`` is not given. Secrets
+            never appear in logs, ``repr`` or errors.
+        consumer_config: librdkafka consumer properties, passed through (after ``kafka_config``).
+        producer_config: librdkafka producer properties, passed through (after ``kafka_config``).
         enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
         state_dir: where windows and aggregations keep their local state (default
             ``./.sluice-state/<name>``); it is a cache of the changelog topics and may be lost.
@@ -95,6 +103,10 @@ class App:
         Traceback (most recent call last):
         ...
         sluice.errors.ConfigError: unknown App option 'group_idd' (did you mean 'group_id'?)
+        >>> secured = App("x", brokers="127.0.0.1:9094", kafka_config={"security.protocol": "SASL_SSL",
+        ...     "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "app", "sasl.password": "s3cret"})
+        >>> secured.settings.admin_config()["security.protocol"], "s3cret" in repr(secured.settings)
+        ('SASL_SSL', False)
     """
 
     def __init__(
@@ -111,6 +123,7 @@ class App:
         key_deserializer: Callable[[bytes], Any] | None = None,
         consumer_config: dict[str, Any] | None = None,
         producer_config: dict[str, Any] | None = None,
+        kafka_config: dict[str, Any] | None = None,
         enable_auto_commit: bool = False,
         progress_interval: str | float = "10s",
         shutdown_timeout: str | float = "30s",
@@ -127,6 +140,7 @@ class App:
             max_poll_records=max_poll_records,
             consumer_config=consumer_config,
             producer_config=producer_config,
+            kafka_config=kafka_config,
             enable_auto_commit=enable_auto_commit,
         )
         self.name = name
@@ -177,6 +191,26 @@ class App:
     @property
     def brokers(self) -> str:
         return self.settings.brokers
+
+    def override_kafka(self, brokers: str | None = None, kafka_config: dict[str, Any] | None = None) -> None:
+        """Override the brokers and client properties (what ``sluice run --brokers/--config`` does).
+
+        Given values take precedence over those of the code and the environment;
+        properties merge key by key.
+
+        Raises:
+            ConfigError: librdkafka refuses a property.
+
+        Example:
+            >>> app = App("doc", brokers="127.0.0.1:9092")
+            >>> app.override_kafka("127.0.0.1:9094", {"security.protocol": "SSL"})
+            >>> app.brokers, app.settings.base_config()["security.protocol"]
+            ('127.0.0.1:9094', 'SSL')
+        """
+        from sluice.kafka.properties import to_librdkafka
+
+        properties = to_librdkafka(dict(kafka_config or {}), "kafka_config")
+        self.settings = self.settings.with_connection(brokers, properties)
 
     def stream(
         self,

@@ -24,7 +24,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -37,7 +37,8 @@ from rich.table import Table
 
 from sluice._names import suggest
 from sluice.cli._common import (
-    brokers_option,
+    ConnectionArgs,
+    connection_options,
     console,
     errors_as_one_line,
     timeout_option,
@@ -46,6 +47,7 @@ from sluice.cli._common import (
 from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
+from sluice.kafka.properties import scrub
 
 __all__ = [
     "InspectReport",
@@ -59,7 +61,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
 
-DEFAULT_BROKERS = "127.0.0.1:9092"
 #: Records replayed between two commits of the replay progress.
 CHECKPOINT_RECORDS = 10_000
 _NO_CONTEXT = "(no sluice.error headers)"
@@ -85,21 +86,25 @@ def replay_group(topic: str) -> str:
 
 
 class _Kafka:
-    """The clients of one command, created lazily, with the command's brokers and timeout."""
+    """The clients of one command, created lazily, with the command's brokers, properties and timeout."""
 
-    def __init__(self, brokers: str, timeout: float) -> None:
+    def __init__(self, brokers: str, timeout: float, kafka_config: Mapping[str, Any] | None = None) -> None:
         self.brokers = brokers
         self.timeout = timeout
-        self.admin = TopicAdmin({"bootstrap.servers": brokers, "client.id": "sluice-dlq"}, timeout=timeout)
+        self.properties = dict(kafka_config or {})
+        self.admin = TopicAdmin(
+            {**self.properties, "bootstrap.servers": brokers, "client.id": "sluice-dlq"}, timeout=timeout
+        )
         self._topics: dict[str, TopicInfo | None] = {}
         self.last_error: str | None = None
 
     def on_error(self, err: KafkaError) -> None:
-        self.last_error = err.str()
-        logger.debug("kafka client error: %s", err.str())
+        self.last_error = scrub(err.str(), self.properties)
+        logger.debug("kafka client error: %s", self.last_error)
 
     def client_config(self) -> dict[str, Any]:
         return {
+            **self.properties,
             "bootstrap.servers": self.brokers,
             "client.id": "sluice-dlq",
             "logger": _librdkafka_logger,
@@ -259,15 +264,19 @@ class InspectReport:
             group.replayed += 1
 
 
-def inspect_dead_letters(topic: str, brokers: str, timeout: float = 15.0) -> InspectReport:
+def inspect_dead_letters(
+    topic: str, brokers: str, timeout: float = 15.0, *, kafka_config: Mapping[str, Any] | None = None
+) -> InspectReport:
     """Read ``topic`` from the beginning up to its end offsets at start and group its dead letters.
 
     Args:
         topic: the dead-letter topic.
         brokers: bootstrap servers, ``"host:port[,host:port...]"``.
         timeout: seconds to wait for the brokers.
+        kafka_config: librdkafka properties every client gets (security settings).
 
     Raises:
+        KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
         TopicNotFoundError: ``topic`` does not exist.
         KafkaUnavailableError: the brokers could not be reached, or reading stalled.
 
@@ -276,7 +285,7 @@ def inspect_dead_letters(topic: str, brokers: str, timeout: float = 15.0) -> Ins
         >>> report.total  # doctest: +SKIP
         12
     """
-    kafka = _Kafka(brokers, timeout)
+    kafka = _Kafka(brokers, timeout, kafka_config)
     info = kafka.require(
         topic, "dead-letter topic", "check the name (sluice dlq inspect reads an existing topic)"
     )
@@ -529,6 +538,7 @@ def replay_dead_letters(
     dry_run: bool = False,
     from_beginning: bool = False,
     timeout: float = 15.0,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> ReplayReport:
     """Re-publish the dead letters of ``topic`` to their source topics (or to ``to``).
 
@@ -548,6 +558,7 @@ def replay_dead_letters(
         dry_run: count what would be replayed; produce nothing, commit nothing.
         from_beginning: ignore the committed position and read the whole topic.
         timeout: seconds to wait for the brokers.
+        kafka_config: librdkafka properties every client gets (security settings).
 
     Returns:
         The counts; in a dry run ``missing`` counts records whose destination does not exist.
@@ -562,7 +573,7 @@ def replay_dead_letters(
         >>> report.replayed  # doctest: +SKIP
         Counter({'orders': 12})
     """
-    kafka = _Kafka(brokers, timeout)
+    kafka = _Kafka(brokers, timeout, kafka_config)
     info = kafka.require(
         topic, "dead-letter topic", "check the name (sluice dlq replay reads an existing topic)"
     )
@@ -680,15 +691,16 @@ def dlq() -> None:
 
 @dlq.command("inspect")
 @click.argument("topic", callback=topic_name_callback)
-@brokers_option
+@connection_options
 @timeout_option
-def inspect_command(topic: str, brokers: str, timeout: float) -> None:
+def inspect_command(topic: str, kafka: ConnectionArgs, timeout: float) -> None:
     """Count the dead letters of TOPIC by source topic, stage and exception.
 
     Reads TOPIC from the beginning up to its end offsets at start; commits nothing.
     """
     with errors_as_one_line():
-        report = inspect_dead_letters(topic, brokers, timeout)
+        conn = kafka.resolve()
+        report = inspect_dead_letters(topic, conn.brokers, timeout, kafka_config=conn.properties)
     _render_inspect(report, console())
 
 
@@ -712,7 +724,7 @@ def inspect_command(topic: str, brokers: str, timeout: float) -> None:
 @click.option(
     "--from-beginning", is_flag=True, help="Replay every dead letter, ignoring what earlier replays did."
 )
-@brokers_option
+@connection_options
 @timeout_option
 def replay_command(
     topic: str,
@@ -720,7 +732,7 @@ def replay_command(
     where_exception: tuple[str, ...],
     dry_run: bool,
     from_beginning: bool,
-    brokers: str,
+    kafka: ConnectionArgs,
     timeout: float,
 ) -> None:
     """Re-publish the dead letters of TOPIC to their source topics (or --to TOPIC).
@@ -737,6 +749,8 @@ def replay_command(
         raise click.BadParameter(msg, param_hint="--to")
     out = console()
     with errors_as_one_line():
+        conn = kafka.resolve()
+        brokers = conn.brokers
         report = replay_dead_letters(
             topic,
             brokers,
@@ -745,6 +759,7 @@ def replay_command(
             dry_run=dry_run,
             from_beginning=from_beginning,
             timeout=timeout,
+            kafka_config=conn.properties,
         )
         if report.skipped_without_context:
             p, offset = report.first_without_context or (-1, -1)

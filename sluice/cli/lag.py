@@ -20,7 +20,8 @@ from rich import box
 from rich.table import Table
 
 from sluice.cli._common import (
-    brokers_option,
+    ConnectionArgs,
+    connection_options,
     console,
     errors_as_one_line,
     timeout_option,
@@ -72,16 +73,17 @@ def render_lag(report: GroupLag) -> Table:
     help="Only this topic, every partition (repeatable). Default: the group's topics.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@brokers_option
+@connection_options
 @timeout_option
-def lag(group: str, topics: tuple[str, ...], as_json: bool, brokers: str, timeout: float) -> None:
+def lag(group: str, topics: tuple[str, ...], as_json: bool, kafka: ConnectionArgs, timeout: float) -> None:
     """Committed offset, end offset and lag of each partition of consumer group GROUP.
 
     Lag is the end offset minus the committed offset: records not yet fully
     processed. Without a committed offset a partition counts from its start.
     """
     with errors_as_one_line():
-        report = group_lag(group, brokers, topics, timeout)
+        conn = kafka.resolve()
+        report = group_lag(group, conn.brokers, topics, timeout, kafka_config=conn.properties)
     if as_json:
         click.echo(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2).decode())
         return

@@ -34,7 +34,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from sluice._names import suggest
 from sluice.cli._common import (
-    brokers_option,
+    ConnectionArgs,
+    KafkaConnection,
+    connection_options,
     console,
     errors_as_one_line,
     positive_count,
@@ -159,6 +161,7 @@ def produce_records(
     rate: float | None = None,
     progress: Callable[[ProduceReport], None] | None = None,
     producer_config: dict[str, Any] | None = None,
+    kafka_config: dict[str, Any] | None = None,
 ) -> ProduceReport:
     """Produce ``records`` (at most ``count``, at most ``rate`` per second) and wait for their acks.
 
@@ -170,6 +173,8 @@ def produce_records(
         rate: records per second (default: as fast as the producer goes).
         progress: called about ten times a second with the report so far.
         producer_config: librdkafka properties to add or override.
+        kafka_config: librdkafka properties shared by every client (security settings),
+            applied before the producer's own.
 
     Returns:
         The counts; delivery errors are counted, not raised. A ``KeyboardInterrupt``
@@ -187,6 +192,7 @@ def produce_records(
 
     producer = Producer(
         {
+            **(kafka_config or {}),
             "bootstrap.servers": brokers,
             "client.id": "sluice-produce",
             "enable.idempotence": True,
@@ -238,9 +244,10 @@ def produce_records(
 
 
 def _ensure_topic(
-    topic: str, brokers: str, timeout: float, create: bool, partitions: int, replication: int
+    topic: str, conn: KafkaConnection, timeout: float, create: bool, partitions: int, replication: int
 ) -> None:
-    admin = TopicAdmin({"bootstrap.servers": brokers, "client.id": "sluice-produce"}, timeout=timeout)
+    brokers = conn.brokers
+    admin = TopicAdmin(conn.config({"client.id": "sluice-produce"}), timeout=timeout)
     if admin.describe(topic) is not None:
         return
     if create:
@@ -295,7 +302,7 @@ def _ensure_topic(
     "--partitions", type=click.IntRange(min=1), help="With --create: partitions of the new topic [1]."
 )
 @click.option("--replication", type=click.IntRange(min=1), help="With --create: replication factor [1].")
-@brokers_option
+@connection_options
 @timeout_option
 def produce(
     topic: str,
@@ -308,7 +315,7 @@ def produce(
     create: bool,
     partitions: int | None,
     replication: int | None,
-    brokers: str,
+    kafka: ConnectionArgs,
     timeout: float,
 ) -> None:
     """Produce JSON records to TOPIC: generated (--template) or from a file (--file), rate-limited.
@@ -323,7 +330,8 @@ def produce(
         msg = "--partitions and --replication go with --create"
         raise click.UsageError(msg)
     with errors_as_one_line():
-        _ensure_topic(topic, brokers, timeout, create, partitions or 1, replication or 1)
+        conn = kafka.resolve()
+        _ensure_topic(topic, conn, timeout, create, partitions or 1, replication or 1)
         if source is not None:
             name = (
                 "stdin" if source is sys.stdin.buffer or getattr(source, "name", "-") == "-" else source.name
@@ -335,7 +343,7 @@ def produce(
             if key_field is not None:
                 records = _rekey(iter(records), key_field)
             total = count = count or 1000
-        report = _produce_with_progress(topic, brokers, records, count, rate, total)
+        report = _produce_with_progress(topic, conn, records, count, rate, total)
     out = console()
     rate_text = f"{report.rate:,.0f} records/s"
     out.print(
@@ -354,7 +362,7 @@ def produce(
 
 def _produce_with_progress(
     topic: str,
-    brokers: str,
+    conn: KafkaConnection,
     records: Iterable[KeyValue],
     count: int | None,
     rate: float | None,
@@ -391,7 +399,15 @@ def _produce_with_progress(
 
     with bar:
         try:
-            return produce_records(topic, brokers, records, count=count, rate=rate, progress=progress)
+            return produce_records(
+                topic,
+                conn.brokers,
+                records,
+                count=count,
+                rate=rate,
+                progress=progress,
+                kafka_config=dict(conn.properties),
+            )
         except BadInputError as exc:
             msg = f"{exc}; stopped there: {last.acknowledged} records before it were acknowledged"
             raise BadInputError(msg) from None

@@ -10,6 +10,7 @@ import sys
 import click
 
 from sluice.app import App
+from sluice.cli._common import ConnectionArgs, connection_options
 from sluice.cli._logging import LOG_FORMATS, LOG_LEVELS, configure_logging
 from sluice.errors import SluiceError
 from sluice.runtime.supervisor import run_workers
@@ -43,6 +44,19 @@ def load_app(target: str) -> App:
     return app
 
 
+def _load_connected(target: str, kafka: ConnectionArgs) -> App:
+    """The app at ``target``, with ``--brokers``/``--config`` over its own connection settings."""
+    app = load_app(target)
+    if kafka.brokers or kafka.config_file:
+        try:
+            layer = kafka.layer()
+            app.override_kafka(layer.brokers, dict(layer.properties))
+        except SluiceError as exc:
+            click.echo(f"sluice: error: {exc}", err=True)
+            sys.exit(1)
+    return app
+
+
 @click.command()
 @click.argument("target", metavar="MODULE:APP")
 @click.option(
@@ -73,7 +87,15 @@ def load_app(target: str) -> App:
     default="info",
     show_default=True,
 )
-def run(target: str, workers: int, metrics_port: int | None, log_format: str, log_level: str) -> None:
+@connection_options
+def run(
+    target: str,
+    workers: int,
+    metrics_port: int | None,
+    log_format: str,
+    log_level: str,
+    kafka: ConnectionArgs,
+) -> None:
     """Run the sluice App found at MODULE:APP (e.g. ``examples.clicks:app``).
 
     SIGTERM or SIGINT stops fetching, finishes the records in flight, flushes,
@@ -81,16 +103,17 @@ def run(target: str, workers: int, metrics_port: int | None, log_format: str, lo
     """
     configure_logging(log_level, log_format.lower())
     if workers > 1:
-        app = load_app(target)  # fail fast, in the parent, on a bad target
+        app = _load_connected(target, kafka)  # fail fast, in the parent, on a bad target or config
         port = metrics_port if metrics_port is not None else app.metrics_port
         args = ["run", target, "--workers", "1", "--log-level", log_level, "--log-format", log_format]
+        args += kafka.argv()
         try:
             code = run_workers(args, workers, metrics_port=port)
         except SluiceError as exc:
             click.echo(f"sluice: error: {exc}", err=True)
             sys.exit(1)
         sys.exit(code)
-    app = load_app(target)
+    app = _load_connected(target, kafka)
     if metrics_port is not None:
         app.metrics_port = metrics_port
     try:

@@ -37,7 +37,9 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from sluice._names import suggest
 from sluice.cli._common import (
-    brokers_option,
+    ConnectionArgs,
+    KafkaConnection,
+    connection_options,
     console,
     errors_as_one_line,
     positive_count,
@@ -102,9 +104,9 @@ def record_json(
 
 
 class _Tail:
-    def __init__(self, topic: str, brokers: str, timeout: float) -> None:
+    def __init__(self, topic: str, conn: KafkaConnection, timeout: float) -> None:
         self.topic = topic
-        self.brokers = brokers
+        self.conn = conn
         self.timeout = timeout
         self.last_error: str | None = None
 
@@ -114,7 +116,7 @@ class _Tail:
     def consumer(self) -> Consumer:
         return Consumer(
             {
-                "bootstrap.servers": self.brokers,
+                **self.conn.config(),
                 "group.id": f"sluice-tail-{uuid.uuid4().hex[:12]}",
                 "client.id": "sluice-tail",
                 "enable.auto.commit": False,
@@ -152,7 +154,7 @@ class _Tail:
     help="Only this partition (repeatable).",
 )
 @click.option("--compact", is_flag=True, help="One JSON object per line (JSON Lines) instead of pretty JSON.")
-@brokers_option
+@connection_options
 @timeout_option
 def tail(
     topic: str,
@@ -163,7 +165,7 @@ def tail(
     limit: int | None,
     partitions: tuple[int, ...],
     compact: bool,
-    brokers: str,
+    kafka: ConnectionArgs,
     timeout: float,
 ) -> None:
     """Show the records of TOPIC as JSON: new ones as they arrive, or all with --from-beginning.
@@ -180,7 +182,9 @@ def tail(
     needle = grep.encode() if grep is not None else None
     shown = scanned = 0
     with errors_as_one_line(interrupted_code=0):
-        admin = TopicAdmin({"bootstrap.servers": brokers, "client.id": "sluice-tail"}, timeout=timeout)
+        conn = kafka.resolve()
+        brokers = conn.brokers
+        admin = TopicAdmin(conn.config({"client.id": "sluice-tail"}), timeout=timeout)
         info = admin.describe(topic)
         if info is None:
             existing = [t for t in admin.client.list_topics(timeout=timeout).topics if not t.startswith("__")]
@@ -191,7 +195,7 @@ def tail(
         if missing:
             msg = f"topic {topic!r} has {info.partitions} partitions (0 to {info.partitions - 1}); no partition {missing[0]}"
             raise TopicNotFoundError(msg)
-        runner = _Tail(topic, brokers, timeout)
+        runner = _Tail(topic, conn, timeout)
         consumer = runner.consumer()
         try:
             remaining: dict[int, int] = {}

@@ -24,7 +24,14 @@ import click
 from rich.console import Console
 from rich.live import Live
 
-from sluice.cli._common import DEFAULT_BROKERS, console, errors_as_one_line, topic_name_callback
+from sluice.cli._common import (
+    ConnectionArgs,
+    connection_options,
+    console,
+    errors_as_one_line,
+    topic_name_callback,
+)
+from sluice.kafka.config import ConnectionLayer
 from sluice.metrics.top import BrokerSource, MetricsSource, TopSample, normalize_metrics_url, render
 
 __all__ = ["top"]
@@ -64,12 +71,7 @@ def _metrics_url(_ctx: click.Context, param: click.Parameter, value: str | None)
     callback=topic_name_callback,
     help="With the brokers: only this topic (repeatable).",
 )
-@click.option(
-    "--brokers",
-    "-b",
-    envvar="SLUICE_BROKERS",
-    help=f"Kafka bootstrap servers [default: the app's, $SLUICE_BROKERS or {DEFAULT_BROKERS}].",
-)
+@connection_options
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.2),
@@ -84,7 +86,7 @@ def top(
     group: str | None,
     metrics_url: str | None,
     topics: tuple[str, ...],
-    brokers: str | None,
+    kafka: ConnectionArgs,
     interval: float,
     once: bool,
     iterations: int | None,
@@ -105,24 +107,25 @@ def top(
         msg = "the consumer group must not be empty"
         raise click.BadParameter(msg, param_hint="--group")
     title = ""
+    app_layer: ConnectionLayer | None = None
     if target is not None:
         from sluice.cli.run import load_app
 
         app = load_app(target)
         group = app.group_id
-        brokers = brokers or app.brokers
+        app_layer = ConnectionLayer(app.brokers, app.settings.kafka_config)
         title = f"{app.name} (group {group})"
         if metrics_url is None and app.metrics_port:
             metrics_url = f"http://127.0.0.1:{app.metrics_port}"
-    brokers = brokers or DEFAULT_BROKERS
-    if metrics_url is not None:
-        source: MetricsSource | BrokerSource = MetricsSource(metrics_url)
-    else:
-        assert group is not None
-        source = BrokerSource(group, brokers, topics)
-        title = title or f"group {group}"
     out = console()
     with errors_as_one_line(interrupted_code=0):
+        if metrics_url is not None:
+            source: MetricsSource | BrokerSource = MetricsSource(metrics_url)
+        else:
+            assert group is not None
+            conn = kafka.resolve(app_layer)
+            source = BrokerSource(group, conn.brokers, topics, kafka_config=conn.properties)
+            title = title or f"group {group}"
         if once:
             sample = _sample(source, title)
             out.print(render(sample))

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DeserializationError",
+    "KafkaAuthenticationError",
     "KafkaUnavailableError",
     "RecordError",
     "SerializationError",
@@ -38,6 +39,10 @@ class TopicNotFoundError(SluiceError):
 
 class KafkaUnavailableError(SluiceError):
     """The brokers could not be reached in time."""
+
+
+class KafkaAuthenticationError(SluiceError):
+    """The brokers refused the client: SASL credentials or the TLS handshake (not retried: it cannot heal)."""
 
 
 class DeserializationError(SluiceError):

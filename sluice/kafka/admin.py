@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
+from sluice.kafka.client_errors import ClientErrorWatch
 
 __all__ = ["TopicAdmin", "TopicInfo"]
 
@@ -28,30 +29,62 @@ class TopicInfo:
 
 
 class TopicAdmin:
-    """A lazily created admin client for topic metadata and creation."""
+    """A lazily created admin client for topic metadata and creation.
+
+    ``config``: librdkafka properties (``bootstrap.servers`` and the security settings).
+    A refused login or TLS handshake raises ``KafkaAuthenticationError`` within about a
+    second instead of waiting out ``timeout`` as if the brokers were down.
+    """
 
     def __init__(self, config: dict, timeout: float = 15.0) -> None:
         self._config = config
         self._timeout = timeout
         self._client: AdminClient | None = None
+        self.errors = ClientErrorWatch(config)
 
     @property
     def client(self) -> AdminClient:
         if self._client is None:
             self._client = AdminClient(
-                {**self._config, "logger": logging.getLogger("sluice.kafka.librdkafka")}
+                {
+                    **self._config,
+                    "logger": logging.getLogger("sluice.kafka.librdkafka"),
+                    "error_cb": self.errors,
+                }
             )
         return self._client
 
     def _metadata(self, topic: str | None = None):
-        try:
-            return self.client.list_topics(topic, timeout=self._timeout)
-        except KafkaException as exc:
-            msg = (
-                f"could not reach Kafka at {self._config['bootstrap.servers']} within {self._timeout:.0f}s "
-                f"({exc.args[0].str() if exc.args else exc}); check that the brokers are up and the address is right"
-            )
-            raise KafkaUnavailableError(msg) from exc
+        """Metadata, asked in growing slices so that a refusal (served by ``poll``) stops the wait early."""
+        deadline = time.monotonic() + self._timeout
+        wait = 0.5
+        while True:
+            try:
+                return self.client.list_topics(
+                    topic, timeout=min(wait, max(0.1, deadline - time.monotonic()))
+                )
+            except KafkaException as exc:
+                self.client.poll(0)
+                self.errors.raise_if_refused()
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"could not reach Kafka at {self._config['bootstrap.servers']} within {self._timeout:.0f}s "
+                        f"({exc.args[0].str() if exc.args else exc}); check that the brokers are up and the address is right"
+                    )
+                    raise KafkaUnavailableError(msg) from exc
+                wait = min(wait * 2, 5.0)
+
+    def check(self) -> None:
+        """Check that the brokers answer and accept this client (before group or offset requests).
+
+        Raises:
+            KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
+            KafkaUnavailableError: no answer within the timeout.
+
+        Example:
+            >>> TopicAdmin({"bootstrap.servers": "127.0.0.1:9092"}, timeout=5).check()  # doctest: +SKIP
+        """
+        self._metadata()
 
     def describe(self, topic: str) -> TopicInfo | None:
         """The topic's partition and replica counts, or ``None`` when it does not exist."""

@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, SluiceError, TopicNotFoundError
+from sluice.kafka.admin import TopicAdmin
 
 __all__ = ["GroupLag", "GroupNotFoundError", "PartitionLag", "group_lag"]
 
@@ -115,12 +117,34 @@ def _state_name(state: Any) -> str:
     return name.replace("_", " ").title().replace(" ", "")
 
 
+def lag_admin(
+    brokers: str, kafka_config: Mapping[str, Any] | None, timeout: float, client_id: str
+) -> AdminClient:
+    """An admin client for lag queries, checked to be accepted by the brokers.
+
+    Raises:
+        KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
+        KafkaUnavailableError: the brokers did not answer within ``timeout``.
+
+    Example:
+        >>> admin = lag_admin("127.0.0.1:9094", {"security.protocol": "SASL_SSL"}, 10.0, "ops")  # doctest: +SKIP
+        >>> group_lag("clicks", "127.0.0.1:9094", admin=admin).total_lag  # doctest: +SKIP
+        0
+    """
+    admin = TopicAdmin(
+        {**(kafka_config or {}), "bootstrap.servers": brokers, "client.id": client_id}, timeout
+    )
+    admin.check()
+    return admin.client
+
+
 def group_lag(
     group: str,
     brokers: str,
     topics: list[str] | tuple[str, ...] = (),
     timeout: float = 10.0,
     admin: AdminClient | None = None,
+    kafka_config: Mapping[str, Any] | None = None,
 ) -> GroupLag:
     """Committed offset, end offset and lag of every partition of ``group``'s topics.
 
@@ -131,19 +155,16 @@ def group_lag(
             topics the group committed offsets for or is assigned.
         timeout: seconds to wait for the brokers.
         admin: an admin client to reuse (``sluice top`` asks every second).
+        kafka_config: librdkafka properties for the admin client (security settings).
 
     Raises:
+        KafkaAuthenticationError: the brokers refused the credentials or the TLS handshake.
         GroupNotFoundError: the group has no members and no committed offsets.
         TopicNotFoundError: a topic of ``topics`` does not exist.
         KafkaUnavailableError: the brokers could not be reached in time.
     """
-    admin = admin or AdminClient(
-        {
-            "bootstrap.servers": brokers,
-            "client.id": "sluice-lag",
-            "logger": logging.getLogger("sluice.kafka.librdkafka"),
-        }
-    )
+    if admin is None:  # not `admin or ...`: an idle AdminClient has len() 0 and is falsy
+        admin = lag_admin(brokers, kafka_config, timeout, "sluice-lag")
     try:
         described = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
         offsets = admin.list_consumer_group_offsets(

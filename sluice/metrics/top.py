@@ -21,10 +21,10 @@ Example:
 
 from __future__ import annotations
 
-import logging
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sluice.errors import SluiceError
-from sluice.metrics.lag import GroupNotFoundError, group_lag
+from sluice.metrics.lag import GroupNotFoundError, group_lag, lag_admin
 
 __all__ = ["BrokerSource", "MetricsSource", "PartitionRow", "TopSample", "render", "sample_from_metrics"]
 
@@ -202,9 +202,17 @@ class MetricsSource:
 class BrokerSource:
     """Samples a consumer group's offsets from the brokers."""
 
-    def __init__(self, group: str, brokers: str, topics: tuple[str, ...] = (), timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        group: str,
+        brokers: str,
+        topics: tuple[str, ...] = (),
+        timeout: float = 5.0,
+        kafka_config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.group = group
         self.brokers = brokers
+        self.kafka_config = dict(kafka_config or {})
         self.topics = topics
         self.timeout = timeout
         self._admin: AdminClient | None = None
@@ -214,16 +222,10 @@ class BrokerSource:
         return f"brokers {self.brokers}"
 
     def sample(self) -> TopSample:
-        if self._admin is None:
-            self._admin = AdminClient(
-                {
-                    "bootstrap.servers": self.brokers,
-                    "client.id": "sluice-top",
-                    "logger": logging.getLogger("sluice.kafka.librdkafka"),
-                }
-            )
         sample = TopSample(self.label, title=f"group {self.group}")
         try:
+            if self._admin is None:
+                self._admin = lag_admin(self.brokers, self.kafka_config, self.timeout, "sluice-top")
             report = group_lag(self.group, self.brokers, self.topics, self.timeout, admin=self._admin)
         except GroupNotFoundError:
             sample.status = "waiting"

@@ -750,14 +750,7 @@ class Runner:
         """Open (and restore from the changelog) the stores of newly assigned partitions."""
         if self.executor is None or not self.executor.aggregates:
             return
-        config = {
-            "bootstrap.servers": self.settings.brokers,
-            "client.id": f"{self.settings.client_id}-restore",
-            "group.id": f"{self.settings.group_id}.restore",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed",
-            "logger": _librdkafka_logger,
-        }
+        config = {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger}
         for node in self.executor.aggregates:
             mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
             if mine:

@@ -13,6 +13,7 @@ Usage::
     python tools/kafka/kafkactl.py up | down | status
     python tools/kafka/kafkactl.py cluster-up | cluster-down
     python tools/kafka/kafkactl.py kill-node N | start-node N
+    python tools/kafka/kafkactl.py secure-up | secure-down
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -41,6 +43,11 @@ SINGLE_CONTROLLER_PORT = SINGLE_PORT + 1
 CLUSTER_PORTS = (19092, 19093, 19094)
 CLUSTER_CONTROLLER_PORTS = (19192, 19193, 19194)
 START_TIMEOUT_S = 90.0
+#: the secured broker (SASL_SSL, SCRAM-SHA-512 over TLS): its own ports and state, next to the others
+SECURE_PORT = int(os.environ.get("SLUICE_SECURE_BROKER_PORT", "9094"))
+SECURE_CONTROLLER_PORT = SECURE_PORT + 1
+SECURE_MECHANISM = "SCRAM-SHA-512"
+SECURE_USER = "sluice"
 
 
 class KafkaCtlError(Exception):
@@ -225,7 +232,7 @@ def _write_config(node: Node, cfg: dict[str, str]) -> None:
     (node.home / "log4j2.properties").write_text(LOG4J2)
 
 
-def _format(node: Node, cluster_id: str, standalone: bool) -> None:
+def _format(node: Node, cluster_id: str, standalone: bool, extra: list[str] | None = None) -> None:
     if (node.data_dir / "meta.properties").exists():
         return
     args = [
@@ -241,6 +248,7 @@ def _format(node: Node, cluster_id: str, standalone: bool) -> None:
     ]
     if standalone:
         args.append("--standalone")
+    args.extend(extra or ())
     proc = subprocess.run(args, capture_output=True, text=True, env=_java_env(node))
     if proc.returncode != 0:
         print((proc.stdout + proc.stderr).strip()[-2000:], file=sys.stderr)
@@ -460,9 +468,249 @@ def start_node(node_id: int) -> None:
     _wait_ready([node] + [n for n in nodes if n is not node])
 
 
+# --------------------------------------------------------------------------- the secured broker
+
+
+def secure_node() -> Node:
+    return Node(1, SECURE_PORT, SECURE_CONTROLLER_PORT, STATE / "secure")
+
+
+def secure_client_file() -> Path:
+    """The ready client file of the secured broker (bootstrap.servers, SASL and TLS settings)."""
+    return secure_node().home / "client.properties"
+
+
+def _openssl(args: list[str], cwd: Path) -> None:
+    if shutil.which("openssl") is None:
+        raise KafkaCtlError(
+            "openssl is not installed: it makes the secured broker's certificates (apt-get install openssl)"
+        )
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise KafkaCtlError(
+            f"openssl {args[0]} failed making the test certificates: {proc.stderr.strip()[-500:]}"
+        )
+
+
+def _make_tls(home: Path, store_password: str) -> None:
+    """A throwaway CA and a broker certificate for 127.0.0.1/localhost, signed by it, in a PKCS#12 keystore."""
+    tls = home / "tls"
+    tls.mkdir(parents=True, exist_ok=True)
+    days = "3650"
+    _openssl(
+        [
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            days,
+            "-subj",
+            "/CN=sluice test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        tls,
+    )
+    _openssl(
+        [
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "broker.key",
+            "-out",
+            "broker.csr",
+            "-subj",
+            f"/CN={HOST}",
+        ],
+        tls,
+    )
+    # librdkafka and the JVM check the broker's name against the subject alternative names
+    (tls / "broker.ext").write_text(
+        f"subjectAltName=IP:{HOST},DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n"
+    )
+    _openssl(
+        [
+            "x509",
+            "-req",
+            "-in",
+            "broker.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "broker.pem",
+            "-days",
+            days,
+            "-extfile",
+            "broker.ext",
+        ],
+        tls,
+    )
+    _openssl(
+        [
+            "pkcs12",
+            "-export",
+            "-in",
+            "broker.pem",
+            "-inkey",
+            "broker.key",
+            "-certfile",
+            "ca.pem",
+            "-name",
+            "broker",
+            "-out",
+            "broker.p12",
+            "-passout",
+            f"pass:{store_password}",
+        ],
+        tls,
+    )
+    for name in ("ca.key", "broker.key", "broker.csr"):
+        (tls / name).chmod(0o600)
+
+
+def _scram_jaas(user: str, password: str) -> str:
+    return f'org.apache.kafka.common.security.scram.ScramLoginModule required username="{user}" password="{password}";'
+
+
+def _secure_config(node: Node, store_password: str, admin_password: str) -> dict[str, str]:
+    tls = node.home / "tls"
+    cfg = _single_config(node)
+    cfg.update(
+        {
+            "listeners": f"SASL_SSL://{HOST}:{node.port},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{HOST}:{node.port}",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SECURE_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SECURE_MECHANISM,
+            f"listener.name.sasl_ssl.{SECURE_MECHANISM.lower()}.sasl.jaas.config": _scram_jaas(
+                "admin", admin_password
+            ),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.location": str(tls / "broker.p12"),
+            "ssl.keystore.password": store_password,
+            "ssl.key.password": store_password,
+            # the broker is a client of itself between its listeners: it trusts the same CA
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls / "ca.pem"),
+            "ssl.client.auth": "none",
+        }
+    )
+    return cfg
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    props: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(("#", "!")) and "=" in line:
+            key, _, value = line.partition("=")
+            props[key.strip()] = value.strip()
+    return props
+
+
+def _wait_secure_ready(node: Node, client: dict[str, str], timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until an authenticated metadata request over TLS succeeds."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while True:
+        if _read_pid(node) is None:
+            print(_log_tail(node), file=sys.stderr)
+            raise KafkaCtlError(
+                f"the secured Kafka broker exited during startup (log: {node.log_file}; last lines above)"
+            )
+        if _port_open(node.port):
+            admin = AdminClient({**client, "log_level": 0, "logger": _quiet_logger()})
+            try:
+                if admin.list_topics(timeout=3).brokers:
+                    return
+            except Exception as exc:  # noqa: BLE001 - not ready yet; the deadline bounds the wait
+                last = str(exc)
+        if time.monotonic() > deadline:
+            print(_log_tail(node), file=sys.stderr)
+            raise KafkaCtlError(
+                f"the secured Kafka broker on {node.bootstrap} did not answer an authenticated metadata request "
+                f"within {timeout:.0f}s ({last}; log: {node.log_file})"
+            )
+        time.sleep(0.5)
+
+
+def secure_up() -> Path:
+    """Start the SASL_SSL broker (or reuse the running one); return its client properties file.
+
+    A new CA, broker certificate and SCRAM passwords are made at every fresh start.
+    """
+    node = secure_node()
+    client_file = secure_client_file()
+    if _read_pid(node) is not None and client_file.exists():
+        _wait_secure_ready(node, _read_properties(client_file))
+        return client_file
+    _stop(node)
+    fetch()
+    _java()
+    if node.home.exists():
+        shutil.rmtree(node.home)
+    node.home.mkdir(parents=True)
+    node.home.chmod(0o700)
+    store_password, admin_password, user_password = (secrets.token_hex(12) for _ in range(3))
+    _make_tls(node.home, store_password)
+    _write_config(node, _secure_config(node, store_password, admin_password))
+    node.config_file.chmod(0o600)
+    # SCRAM credentials are written into the cluster metadata at format time (KIP-900), so the
+    # broker can authenticate to itself before any admin request could create them
+    _format(
+        node,
+        _kafka_uuid(),
+        standalone=True,
+        extra=[
+            "--add-scram",
+            f"{SECURE_MECHANISM}=[name=admin,password={admin_password}]",
+            "--add-scram",
+            f"{SECURE_MECHANISM}=[name={SECURE_USER},password={user_password}]",
+        ],
+    )
+    client = {
+        "bootstrap.servers": node.bootstrap,
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": SECURE_MECHANISM,
+        "sasl.username": SECURE_USER,
+        "sasl.password": user_password,
+        "ssl.ca.location": str(node.home / "tls" / "ca.pem"),
+    }
+    client_file.write_text(
+        "# sluice's secured test broker (make secure-broker-up): SASL_SSL, SCRAM-SHA-512 over TLS\n"
+        + "".join(f"{k}={v}\n" for k, v in client.items())
+    )
+    client_file.chmod(0o600)
+    _launch(node, heap="512m")
+    _wait_secure_ready(node, client)
+    return client_file
+
+
+def secure_down() -> None:
+    node = secure_node()
+    _stop(node)
+    shutil.rmtree(node.home, ignore_errors=True)
+
+
 def status() -> str:
     lines = []
-    for node in [single_node(), *cluster_nodes()]:
+    for node in [single_node(), *cluster_nodes(), secure_node()]:
         pid = _read_pid(node)
         state = f"running (pid {pid})" if pid else "stopped"
         lines.append(f"node {node.node_id} {node.home.relative_to(STATE)} {node.bootstrap}: {state}")
@@ -472,7 +720,7 @@ def status() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="kafkactl", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    for name in ("fetch", "up", "down", "cluster-up", "cluster-down", "status"):
+    for name in ("fetch", "up", "down", "cluster-up", "cluster-down", "secure-up", "secure-down", "status"):
         sub.add_parser(name)
     for name in ("kill-node", "start-node"):
         sub.add_parser(name).add_argument("node", type=int, choices=(1, 2, 3))
@@ -495,6 +743,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "start-node":
             start_node(args.node)
             print(f"node {args.node} is back")
+        elif args.cmd == "secure-up":
+            client_file = secure_up()
+            print(
+                f"secured Kafka broker (SASL_SSL, {SECURE_MECHANISM}) ready on {secure_node().bootstrap}; client file: {client_file}"
+            )
+        elif args.cmd == "secure-down":
+            secure_down()
+            print("secured Kafka broker stopped")
         elif args.cmd == "status":
             print(status())
     except KafkaCtlError as exc:
