@@ -46,6 +46,7 @@ from sluice.cli._common import (
 from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
+from sluice.kafka.coordinator import retry_coordinator
 
 __all__ = [
     "InspectReport",
@@ -502,7 +503,10 @@ class _Replay:
         if not offsets:
             return
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            retry_coordinator(
+                lambda: consumer.commit(offsets=offsets, asynchronous=False),
+                what=f"committing the replay progress of group {report.group}",
+            )
         except KafkaException as exc:
             doing = f"committing the replay progress of group {report.group} (the next replay will repeat it)"
             raise self.kafka.kafka_error(doing, exc) from exc
@@ -598,7 +602,10 @@ def _replay_ranges(
     if from_beginning:
         return {p: _Range(low, high) for p, (low, high) in bounds.items()}
     try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in bounds], timeout=kafka.timeout)
+        committed = retry_coordinator(
+            lambda: consumer.committed([TopicPartition(topic, p) for p in bounds], timeout=kafka.timeout),
+            what=f"reading the committed offsets of group {replay_group(topic)}",
+        )
     except KafkaException as exc:
         raise kafka.kafka_error(f"reading the committed offsets of group {replay_group(topic)}", exc) from exc
     ranges: dict[int, _Range] = {}
