@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 from sluice._checks import positive_int
@@ -191,12 +192,12 @@ class Stream(Aggregations):
     def window(
         self,
         *,
-        tumbling: str | float | None = None,
-        hopping: str | float | None = None,
-        step: str | float | None = None,
-        sliding: str | float | None = None,
-        session: str | float | None = None,
-        grace: str | float = 0,
+        tumbling: str | timedelta | None = None,
+        hopping: str | timedelta | None = None,
+        step: str | timedelta | None = None,
+        sliding: str | timedelta | None = None,
+        session: str | timedelta | None = None,
+        grace: str | timedelta = "0s",
         late: str | None = None,
     ) -> WindowedStream:
         """Cut the stream into event-time windows, per key; aggregate them with ``count()``, ``sum()``...
@@ -210,8 +211,11 @@ class Stream(Aggregations):
         windows are all closed is late: counted, logged, and dropped, or written to the
         topic ``late``.
 
+        Durations are strings with units (``"250ms"``, ``"10s"``, ``"1m30s"``, ``"1h"``) or
+        ``datetime.timedelta``; a bare number is refused (seconds or milliseconds?).
+
         Args:
-            tumbling: window length, e.g. ``"1m"``.
+            tumbling: window length, e.g. ``"1m"`` or ``timedelta(minutes=1)``.
             hopping: window length, with ``step``: how far apart windows start.
             sliding: the largest time difference within a window.
             session: the inactivity gap that ends a session.
@@ -236,7 +240,7 @@ class Stream(Aggregations):
         *,
         frame: Literal["polars", "pandas", "arrow"] = "polars",
         max_rows: int = 10_000,
-        max_wait: str | float = "50ms",
+        max_wait: str | timedelta = "50ms",
         key: str | None = None,
         name: str | None = None,
         on_error: OnError = None,

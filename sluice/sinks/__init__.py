@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sluice.errors import ConfigError
@@ -65,7 +66,7 @@ def sqlite(
     table: str,
     key: str | Sequence[str] | None = None,
     schema: Mapping[str, Any] | None = None,
-    timeout: str | float = "30s",
+    timeout: str | timedelta = "30s",
 ) -> SqliteSink:
     """Write records (dicts) as rows of an SQLite table: the embedded default, no server needed.
 
@@ -122,9 +123,9 @@ def postgres(
     table: str,
     key: str | Sequence[str] | None = None,
     schema: Mapping[str, Any] | None = None,
-    retry_for: str | float = "60s",
-    backoff: str | float = "100ms..5s",
-    connect_timeout: str | float = "5s",
+    retry_for: str | timedelta = "60s",
+    backoff: str | timedelta = "100ms..5s",
+    connect_timeout: str | timedelta = "5s",
 ) -> PostgresSink:
     """Write records (dicts) as rows of a PostgreSQL table, through psycopg 3 (extra ``postgres``).
 
