@@ -43,6 +43,7 @@ from sluice.cli._common import (
     timeout_option,
     topic_name_callback,
 )
+from sluice.cli._help import SluiceGroup
 from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
@@ -680,7 +681,7 @@ def _render_replay(report: ReplayReport, console: Console, where_exception: tupl
 # ---------------------------------------------------------------------- click
 
 
-@click.group()
+@click.group(cls=SluiceGroup)
 def dlq() -> None:
     """Inspect and replay dead-letter topics."""
 
