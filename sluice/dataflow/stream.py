@@ -327,7 +327,6 @@ class Stream(Aggregations):
         partitions: int | None = None,
         replication: int | None = None,
         on_error: OnError = None,
-        _repartition: bool = False,
     ) -> Stream:
         """Write every record to ``topic``.
 
@@ -341,6 +340,19 @@ class Stream(Aggregations):
             >>> app = App("doc", brokers="127.0.0.1:9092")
             >>> _ = app.stream("events").to("copy", value="json", partitions=4)
         """
+        return self._to(topic, value, partitions, replication, on_error, repartition=False)
+
+    def _to(
+        self,
+        topic: str,
+        value: Format | Callable[[Any], bytes] | None,
+        partitions: int | None,
+        replication: int | None,
+        on_error: OnError,
+        *,
+        repartition: bool,
+    ) -> Stream:
+        """``to()``, or (``repartition=True``) the write of an aggregation's internal repartition topic."""
         check_topic_name(topic, "output topic")
         if value is not None:
             _check_format(value, "value")
@@ -351,7 +363,7 @@ class Stream(Aggregations):
         policy = coerce_policy(on_error, "to")
         return self._add(
             lambda label: To(
-                label, topic, value, partitions, replication, keyed, _repartition, on_error=policy
+                label, topic, value, partitions, replication, keyed, repartition, on_error=policy
             ),
             "to",
             _Named(topic),
