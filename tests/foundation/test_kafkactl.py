@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,3 +86,21 @@ def test_missing_java_is_a_clear_error(tmp_path):
     assert proc.returncode == 1
     assert "Java is not installed" in proc.stderr or "Maven (mvn) is not installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_coordinator_wait_is_bounded_and_shows_the_broker_log_tail(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("kafkactl_under_test", KAFKACTL)
+    kafkactl = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = kafkactl  # its dataclasses look their module up
+    spec.loader.exec_module(kafkactl)
+    port = _free_port_pair()  # nothing listens: no coordinator will ever answer
+    node = kafkactl.Node(1, port, port + 1, tmp_path / "node")
+    node.home.mkdir()
+    node.pid_file.write_text(str(os.getpid()))  # a live process stands in for the broker
+    node.log_file.write_text("line 1\nERROR the coordinator could not load (the reason)\n")
+    started = time.monotonic()
+    with pytest.raises(kafkactl.KafkaCtlError) as raised:
+        kafkactl._wait_coordinators([node], time.monotonic() + 2, 2)
+    assert time.monotonic() - started < 15
+    assert "not as a group/transaction coordinator within 2s" in str(raised.value)
+    assert "ERROR the coordinator could not load (the reason)" in capsys.readouterr().err
