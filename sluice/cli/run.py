@@ -163,6 +163,7 @@ def load_app(target: str) -> App:
     type=click.Choice(LOG_LEVELS, case_sensitive=False),
     default="info",
     show_default=True,
+    help="How much to log; librdkafka's own lines are shown from warnings up.",
 )
 def run(target: str, workers: int, metrics_port: int | None, log_format: str, log_level: str) -> None:
     """Run a sluice App, given as module:attribute or path/to/app.py[:attribute].
