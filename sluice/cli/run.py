@@ -126,7 +126,7 @@ def load_app(target: str) -> App:
         raise AppLoadError(msg) from exc
     app = getattr(module, attr, None)
     if app is None:
-        msg = f"{where} has no attribute {attr!r}"
+        msg = f"{'file' if is_file else 'module'} {where!r} has no attribute {attr!r}"
         raise click.BadParameter(msg, param_hint="TARGET")
     if not isinstance(app, App):
         msg = f"{where}:{attr} is a {type(app).__name__}, not a sluice.App"
