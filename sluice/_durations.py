@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from sluice.errors import ConfigError
 
-__all__ = ["Duration", "parse_duration"]
+__all__ = ["Duration", "format_duration", "parse_duration"]
 
 #: what every duration parameter accepts: a string with units or a ``datetime.timedelta``
 #: (``0`` also, the one number that means the same in every unit)
@@ -27,6 +27,24 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 _WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)\s*)+$")
 _EXAMPLES = "e.g. '250ms', '10s', '1m30s', '1h' or datetime.timedelta(seconds=10)"
+
+
+def format_duration(seconds: float) -> str:
+    """``seconds`` written the way ``parse_duration`` reads it, largest units first.
+
+    Example:
+        >>> format_duration(60), format_duration(60000), format_duration(0.25), format_duration(90.5)
+        ('1m', '16h40m', '250ms', '1m30s500ms')
+    """
+    millis = round(seconds * 1000)
+    if millis == 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000), ("ms", 1)):
+        count, millis = divmod(millis, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 def parse_duration(value: str | timedelta | float, name: str = "duration") -> float:
@@ -47,7 +65,7 @@ def parse_duration(value: str | timedelta | float, name: str = "duration") -> fl
         >>> parse_duration(60000, "window: tumbling")
         Traceback (most recent call last):
         ...
-        sluice.errors.ConfigError: window: tumbling=60000 has no unit: seconds or milliseconds? Write '60000ms' or '60000s' (a string with a unit), or timedelta(seconds=60000)
+        sluice.errors.ConfigError: window: tumbling=60000 has no unit: milliseconds (1m) or seconds (16h40m)? Write '60000ms' or '60000s', or timedelta(seconds=60000)
         >>> parse_duration("5 minutes", "grace")
         Traceback (most recent call last):
         ...
@@ -69,8 +87,8 @@ def parse_duration(value: str | timedelta | float, name: str = "duration") -> fl
             msg = f"{name}={value!r} is negative; durations must be >= 0"
             raise ConfigError(msg)
         msg = (
-            f"{name}={value!r} has no unit: seconds or milliseconds? Write '{value}ms' or '{value}s' "
-            f"(a string with a unit), or timedelta(seconds={value})"
+            f"{name}={value!r} has no unit: milliseconds ({format_duration(value / 1000)}) or seconds "
+            f"({format_duration(value)})? Write '{value}ms' or '{value}s', or timedelta(seconds={value})"
         )
         raise ConfigError(msg)
     if isinstance(value, str) and _WHOLE.match(value):

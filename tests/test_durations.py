@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from sluice import App, sinks
-from sluice._durations import parse_duration
+from sluice._durations import format_duration, parse_duration
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy
 
@@ -46,9 +46,14 @@ def test_a_bare_number_names_the_parameter_and_the_value_and_asks_for_a_unit() -
     with pytest.raises(ConfigError) as info:
         parse_duration(60000, "window: tumbling")
     assert str(info.value) == (
-        "window: tumbling=60000 has no unit: seconds or milliseconds? Write '60000ms' or '60000s' "
-        "(a string with a unit), or timedelta(seconds=60000)"
+        "window: tumbling=60000 has no unit: milliseconds (1m) or seconds (16h40m)? "
+        "Write '60000ms' or '60000s', or timedelta(seconds=60000)"
     )
+
+
+@pytest.mark.parametrize("seconds", [0.001, 0.25, 1, 59.999, 60, 90.5, 3600, 5400, 86_400 + 1.5, 60_000])
+def test_format_duration_reads_back_as_the_same_duration(seconds: float) -> None:
+    assert parse_duration(format_duration(seconds)) == pytest.approx(seconds)
 
 
 @pytest.mark.parametrize(

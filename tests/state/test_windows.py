@@ -548,7 +548,7 @@ def test_parse_reads_durations_in_milliseconds() -> None:
         # Kafka and Quix users write milliseconds, Python users seconds: a bare number is refused
         (
             {"tumbling": 60000},
-            "window: tumbling=60000 has no unit: seconds or milliseconds? Write '60000ms' or '60000s'",
+            "window: tumbling=60000 has no unit: milliseconds (1m) or seconds (16h40m)? Write '60000ms' or '60000s'",
         ),
         ({"tumbling": "1m", "grace": 10}, "window: grace=10 has no unit"),
         ({"hopping": "5m", "step": 60}, "window: step=60 has no unit"),
