@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from examples.produce_events import produce_events
+from sluice.kafka.coordinator import retry_coordinator
 
 BROKERS = os.environ.get("SLUICE_BROKERS", "127.0.0.1:9092")
 COUNT = int(os.environ.get("DEMO_EVENTS_COUNT", "200000"))
@@ -30,7 +31,10 @@ def committed_lag(group: str, topic: str) -> tuple[int, int]:
         if topic not in consumer.list_topics(timeout=10).topics:
             return 0, 0
         parts = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-        committed = consumer.committed(parts, timeout=10)
+        # a broker that just started may still be loading its group coordinator
+        committed = retry_coordinator(
+            lambda: consumer.committed(parts, timeout=10), what=f"committed offsets of {group}"
+        )
         total, lag = 0, 0
         for tp in committed:
             high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)[1]

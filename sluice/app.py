@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,11 @@ logger = logging.getLogger(__name__)
 
 class App:
     """A stream-processing application: its Kafka settings and its dataflow graph.
+
+    Durations, here and everywhere in sluice (windows, grace, backoff, timeouts), are
+    strings with units (``"250ms"``, ``"10s"``, ``"1m30s"``, ``"1h"``) or a
+    ``datetime.timedelta``; a bare number is refused, as it could mean seconds or
+    milliseconds.
 
     Args:
         name: the app's name; also its consumer group id unless ``group_id`` is given.
@@ -117,7 +123,7 @@ class App:
         group_id: str | None = None,
         auto_offset_reset: Literal["earliest", "latest", "error"] = "earliest",
         max_poll_records: int = 1000,
-        commit_interval: str | float | None = None,
+        commit_interval: str | timedelta | None = None,
         max_in_flight: int = 20_000,
         value_deserializer: Callable[[bytes], Any] | None = None,
         key_deserializer: Callable[[bytes], Any] | None = None,
@@ -125,8 +131,8 @@ class App:
         producer_config: dict[str, Any] | None = None,
         kafka_config: dict[str, Any] | None = None,
         enable_auto_commit: bool = False,
-        progress_interval: str | float = "10s",
-        shutdown_timeout: str | float = "30s",
+        progress_interval: str | timedelta = "10s",
+        shutdown_timeout: str | timedelta = "30s",
         concurrency: int = 1,
         ordering: Literal["key", "partition", "unordered"] = "key",
         metrics_port: int | None = None,
@@ -274,11 +280,11 @@ class App:
         self,
         *,
         retries: int | None = None,
-        backoff: str | float | None = None,
+        backoff: str | timedelta | None = None,
         dead_letter: str | None = None,
         skip: bool = False,
         fail: bool = False,
-        retry_topics: list[str | float] | None = None,
+        retry_topics: list[str | timedelta] | None = None,
     ) -> ErrorPolicy:
         """Set the app-wide failure policy (each step may override it with ``on_error=``).
 

@@ -44,9 +44,11 @@ from sluice.cli._common import (
     timeout_option,
     topic_name_callback,
 )
+from sluice.cli._help import SluiceGroup
 from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
+from sluice.kafka.coordinator import retry_coordinator
 from sluice.kafka.properties import scrub
 
 __all__ = [
@@ -511,7 +513,10 @@ class _Replay:
         if not offsets:
             return
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            retry_coordinator(
+                lambda: consumer.commit(offsets=offsets, asynchronous=False),
+                what=f"committing the replay progress of group {report.group}",
+            )
         except KafkaException as exc:
             doing = f"committing the replay progress of group {report.group} (the next replay will repeat it)"
             raise self.kafka.kafka_error(doing, exc) from exc
@@ -609,7 +614,10 @@ def _replay_ranges(
     if from_beginning:
         return {p: _Range(low, high) for p, (low, high) in bounds.items()}
     try:
-        committed = consumer.committed([TopicPartition(topic, p) for p in bounds], timeout=kafka.timeout)
+        committed = retry_coordinator(
+            lambda: consumer.committed([TopicPartition(topic, p) for p in bounds], timeout=kafka.timeout),
+            what=f"reading the committed offsets of group {replay_group(topic)}",
+        )
     except KafkaException as exc:
         raise kafka.kafka_error(f"reading the committed offsets of group {replay_group(topic)}", exc) from exc
     ranges: dict[int, _Range] = {}
@@ -684,7 +692,7 @@ def _render_replay(report: ReplayReport, console: Console, where_exception: tupl
 # ---------------------------------------------------------------------- click
 
 
-@click.group()
+@click.group(cls=SluiceGroup)
 def dlq() -> None:
     """Inspect and replay dead-letter topics."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from sluice._version import __version__
+from sluice.cli._help import SluiceGroup
 from sluice.cli.dlq import dlq
 from sluice.cli.lag import lag
 from sluice.cli.produce import produce
@@ -13,7 +14,11 @@ from sluice.cli.tail import tail
 from sluice.cli.top import top
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=SluiceGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Run 'sluice COMMAND --help' for the options of a command.",
+)
 @click.version_option(__version__, "--version", "-V", prog_name="sluice")
 def cli() -> None:
     """sluice: real-time stream processing on Apache Kafka."""

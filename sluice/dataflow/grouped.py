@@ -207,7 +207,7 @@ class Aggregated:
 
         if key_by is not None and key_by.repartition:
             internal = source.repartition(store)
-            stream.to(internal.topics[0], value="json", _repartition=True)
+            stream._to(internal.topics[0], "json", None, None, None, repartition=True)
             return internal.root._add(make(True), self.aggregation.name, _Label(store), store)
         if len(source.topics) > 1:
             msg = (

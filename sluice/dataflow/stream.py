@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
 from sluice._checks import positive_int
@@ -191,12 +192,12 @@ class Stream(Aggregations):
     def window(
         self,
         *,
-        tumbling: str | float | None = None,
-        hopping: str | float | None = None,
-        step: str | float | None = None,
-        sliding: str | float | None = None,
-        session: str | float | None = None,
-        grace: str | float = 0,
+        tumbling: str | timedelta | None = None,
+        hopping: str | timedelta | None = None,
+        step: str | timedelta | None = None,
+        sliding: str | timedelta | None = None,
+        session: str | timedelta | None = None,
+        grace: str | timedelta = "0s",
         late: str | None = None,
     ) -> WindowedStream:
         """Cut the stream into event-time windows, per key; aggregate them with ``count()``, ``sum()``...
@@ -210,8 +211,11 @@ class Stream(Aggregations):
         windows are all closed is late: counted, logged, and dropped, or written to the
         topic ``late``.
 
+        Durations are strings with units (``"250ms"``, ``"10s"``, ``"1m30s"``, ``"1h"``) or
+        ``datetime.timedelta``; a bare number is refused (seconds or milliseconds?).
+
         Args:
-            tumbling: window length, e.g. ``"1m"``.
+            tumbling: window length, e.g. ``"1m"`` or ``timedelta(minutes=1)``.
             hopping: window length, with ``step``: how far apart windows start.
             sliding: the largest time difference within a window.
             session: the inactivity gap that ends a session.
@@ -236,7 +240,7 @@ class Stream(Aggregations):
         *,
         frame: Literal["polars", "pandas", "arrow"] = "polars",
         max_rows: int = 10_000,
-        max_wait: str | float = "50ms",
+        max_wait: str | timedelta = "50ms",
         key: str | None = None,
         name: str | None = None,
         on_error: OnError = None,
@@ -323,7 +327,6 @@ class Stream(Aggregations):
         partitions: int | None = None,
         replication: int | None = None,
         on_error: OnError = None,
-        _repartition: bool = False,
     ) -> Stream:
         """Write every record to ``topic``.
 
@@ -337,6 +340,19 @@ class Stream(Aggregations):
             >>> app = App("doc", brokers="127.0.0.1:9092")
             >>> _ = app.stream("events").to("copy", value="json", partitions=4)
         """
+        return self._to(topic, value, partitions, replication, on_error, repartition=False)
+
+    def _to(
+        self,
+        topic: str,
+        value: Format | Callable[[Any], bytes] | None,
+        partitions: int | None,
+        replication: int | None,
+        on_error: OnError,
+        *,
+        repartition: bool,
+    ) -> Stream:
+        """``to()``, or (``repartition=True``) the write of an aggregation's internal repartition topic."""
         check_topic_name(topic, "output topic")
         if value is not None:
             _check_format(value, "value")
@@ -347,7 +363,7 @@ class Stream(Aggregations):
         policy = coerce_policy(on_error, "to")
         return self._add(
             lambda label: To(
-                label, topic, value, partitions, replication, keyed, _repartition, on_error=policy
+                label, topic, value, partitions, replication, keyed, repartition, on_error=policy
             ),
             "to",
             _Named(topic),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from sluice._durations import parse_duration
@@ -56,11 +57,11 @@ class ErrorPolicy:
         cls,
         *,
         retries: int | None = None,
-        backoff: str | float | None = None,
+        backoff: str | timedelta | None = None,
         dead_letter: str | None = None,
         skip: bool = False,
         fail: bool = False,
-        retry_topics: list[str | float] | tuple[str | float, ...] | None = None,
+        retry_topics: list[str | timedelta] | tuple[str | timedelta, ...] | None = None,
     ) -> ErrorPolicy:
         """Build a policy from ``on_error`` keywords, checking them.
 
@@ -111,7 +112,7 @@ class ErrorPolicy:
         return cls(retries, initial, maximum, action, dead_letter, delays)
 
 
-def _parse_backoff(backoff: str | float | None) -> tuple[float, float]:
+def _parse_backoff(backoff: str | timedelta | None) -> tuple[float, float]:
     if backoff is None:
         return 0.1, 5.0
     if isinstance(backoff, str) and ".." in backoff:

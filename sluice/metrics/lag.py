@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, SluiceError, TopicNotFoundError
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.coordinator import retry_coordinator
 
 __all__ = ["GroupLag", "GroupNotFoundError", "PartitionLag", "group_lag"]
 
@@ -166,10 +167,17 @@ def group_lag(
     if admin is None:  # not `admin or ...`: an idle AdminClient has len() 0 and is falsy
         admin = lag_admin(brokers, kafka_config, timeout, "sluice-lag")
     try:
-        described = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result()
-        offsets = admin.list_consumer_group_offsets(
-            [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
-        )[group].result()
+        described = retry_coordinator(
+            # a new request per attempt: a failed future's result() would repeat the same error
+            lambda: admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(),  # noqa: PLW0108
+            what=f"describing consumer group {group!r}",
+        )
+        offsets = retry_coordinator(
+            lambda: admin.list_consumer_group_offsets(  # noqa: PLW0108
+                [ConsumerGroupTopicPartitions(group)], request_timeout=timeout
+            )[group].result(),
+            what=f"reading the committed offsets of group {group!r}",
+        )
     except KafkaException as exc:
         raise _fail(brokers, f"describing consumer group {group!r}", exc, timeout) from exc
     committed = {

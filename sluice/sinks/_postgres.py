@@ -12,6 +12,7 @@ import math
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -93,9 +94,9 @@ class PostgresSink:
         table: str,
         key: str | Sequence[str] | None = None,
         schema: Mapping[str, Any] | None = None,
-        retry_for: str | float = "60s",
-        backoff: str | float = "100ms..5s",
-        connect_timeout: str | float = "5s",
+        retry_for: str | timedelta = "60s",
+        backoff: str | timedelta = "100ms..5s",
+        connect_timeout: str | timedelta = "5s",
     ) -> None:
         try:
             params = conninfo_to_dict(dsn)

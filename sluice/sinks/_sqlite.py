@@ -8,6 +8,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +92,7 @@ class SqliteSink:
         table: str,
         key: str | Sequence[str] | None = None,
         schema: Mapping[str, Any] | None = None,
-        timeout: str | float = "30s",
+        timeout: str | timedelta = "30s",
     ) -> None:
         where = f"sinks.sqlite({str(path)!r})"
         if not isinstance(table, str) or not table:

@@ -42,6 +42,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from sluice._durations import parse_duration
@@ -60,7 +61,7 @@ WindowKind = Literal["tumbling", "hopping", "sliding", "session"]
 _USER_BUILT = frozenset({"agg", "reduce"})
 
 
-def _ms(value: str | float, name: str) -> int:
+def _ms(value: str | timedelta, name: str) -> int:
     return round(parse_duration(value, name) * 1000)
 
 
@@ -82,12 +83,12 @@ class Windows:
     def parse(
         cls,
         *,
-        tumbling: str | float | None = None,
-        hopping: str | float | None = None,
-        step: str | float | None = None,
-        sliding: str | float | None = None,
-        session: str | float | None = None,
-        grace: str | float = 0,
+        tumbling: str | timedelta | None = None,
+        hopping: str | timedelta | None = None,
+        step: str | timedelta | None = None,
+        sliding: str | timedelta | None = None,
+        session: str | timedelta | None = None,
+        grace: str | timedelta = "0s",
     ) -> Windows:
         given = {
             k: v
@@ -106,7 +107,7 @@ class Windows:
             )
             raise ConfigError(msg)
         kind, raw = next(iter(given.items()))
-        size = _ms(raw, kind)
+        size = _ms(raw, f"window: {kind}")
         if size <= 0:
             msg = f"window({kind}={raw!r}): the window must be longer than 0"
             raise ConfigError(msg)
@@ -114,7 +115,7 @@ class Windows:
             if step is None:
                 msg = f"window(hopping={raw!r}) needs step= (how far each window starts after the previous)"
                 raise ConfigError(msg)
-            advance = _ms(step, "step")
+            advance = _ms(step, "window: step")
             if not 0 < advance <= size:
                 msg = f"window(hopping={raw!r}, step={step!r}): step must be > 0 and at most the window size"
                 raise ConfigError(msg)
@@ -123,7 +124,7 @@ class Windows:
             raise ConfigError(msg)
         else:
             advance = size
-        return cls(kind, size, advance, _ms(grace, "grace"))  # type: ignore[arg-type]
+        return cls(kind, size, advance, _ms(grace, "window: grace"))  # type: ignore[arg-type]
 
 
 class GroupLogic:

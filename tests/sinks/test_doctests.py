@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "sluice.sinks",
     "sluice.sinks._errors",
+    "sluice.sinks._factories",
     "sluice.sinks._jsonl",
     "sluice.sinks._parquet",
     "sluice.sinks._postgres",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -416,7 +417,7 @@ def _updates(run: Run) -> list[tuple[int, int, int, Any]]:
 
 
 def test_tumbling_example_counts_per_window_and_drops_late_records() -> None:
-    w = Windows.parse(tumbling=0.01, grace=0.005)  # size 10 ms, grace 5 ms
+    w = Windows.parse(tumbling="10ms", grace="5ms")  # size 10 ms, grace 5 ms
     assert w == Windows("tumbling", 10, 10, 5)
     stream = [(1, "a"), (12, "b"), (8, "c"), (25, "d"), (3, "e")]
     run = _letters(w, stream, {2, 4})
@@ -430,7 +431,7 @@ def test_tumbling_example_counts_per_window_and_drops_late_records() -> None:
 
 
 def test_hopping_example_with_a_step_that_does_not_divide_the_size() -> None:
-    w = Windows.parse(hopping=0.01, step=0.004)  # windows [0, 10), [4, 14), [8, 18), [12, 22)...
+    w = Windows.parse(hopping="10ms", step="4ms")  # windows [0, 10), [4, 14), [8, 18), [12, 22)...
     stream = [(9, "a"), (13, "b"), (5, "c"), (30, "d"), (2, "e")]
     run = _letters(w, stream, {2})
     # 9 is in [0, 10), [4, 14), [8, 18); 13 in [4, 14), [8, 18), [12, 22).
@@ -453,7 +454,7 @@ def test_hopping_example_with_a_step_that_does_not_divide_the_size() -> None:
 
 
 def test_sliding_example_left_and_right_windows() -> None:
-    w = Windows.parse(sliding=0.005)  # size 5 ms, grace 0
+    w = Windows.parse(sliding="5ms")  # size 5 ms, grace 0
     stream = [(10, "a"), (13, "b"), (20, "c"), (17, "d"), (20, "e")]
     run = _letters(w, stream, {3})
     # Left windows [t - 5, t]: [5, 10] {a}, [8, 13] {a, b}, [15, 20] {c}.
@@ -474,7 +475,7 @@ def test_sliding_example_left_and_right_windows() -> None:
 
 
 def test_session_example_merges_open_sessions_never_closed_ones() -> None:
-    w = Windows.parse(session=0.005)  # gap 5 ms, grace 0
+    w = Windows.parse(session="5ms")  # gap 5 ms, grace 0
     stream = [(1, "a"), (4, "b"), (12, "c"), (8, "d"), (6, "e"), (25, "f"), (2, "g")]
     expected_finals = [(1, 5, "ab"), (6, 13, "cde")]
     for cuts in (set(), {3}, {1, 2, 3, 4, 5, 6}):
@@ -496,7 +497,7 @@ def test_session_example_merges_open_sessions_never_closed_ones() -> None:
 
 
 def test_session_example_a_record_between_two_open_sessions_merges_them() -> None:
-    w = Windows.parse(session=0.005, grace=0.01)  # gap 5, grace 10
+    w = Windows.parse(session="5ms", grace="10ms")  # gap 5, grace 10
     run = _letters(w, [(0, "a"), (10, "c"), (5, "b"), (30, "z")], {2})
     # 0 and 10 are 10 apart: two sessions. 5 is within 5 of both, and both are open at stream
     # time 10 ([0, 0] closes at 0 + 1 + 5 + 10 = 16): one session [0, 10] "acb", in arrival
@@ -520,7 +521,9 @@ def test_parse_reads_durations_in_milliseconds() -> None:
     assert Windows.parse(hopping="5m", step="1m") == Windows("hopping", 300_000, 60_000, 0)
     assert Windows.parse(hopping="1s", step="1s") == Windows("hopping", 1000, 1000, 0)
     assert Windows.parse(sliding="250ms") == Windows("sliding", 250, 250, 0)
-    assert Windows.parse(session=30) == Windows("session", 30_000, 30_000, 0)
+    assert Windows.parse(session=timedelta(seconds=30)) == Windows("session", 30_000, 30_000, 0)
+    assert Windows.parse(tumbling="1h30m", grace="1m30s") == Windows("tumbling", 5_400_000, 5_400_000, 90_000)
+    assert Windows.parse(tumbling=timedelta(milliseconds=250)) == Windows("tumbling", 250, 250, 0)
 
 
 @pytest.mark.parametrize(
@@ -538,6 +541,18 @@ def test_parse_reads_durations_in_milliseconds() -> None:
         ({"sliding": "0.1ms"}, "window(sliding='0.1ms'): the window must be longer than 0"),
         ({"tumbling": "5 minutes"}, "tumbling='5 minutes' is not a duration"),
         ({"tumbling": "1m", "grace": -1}, "grace=-1 is negative"),
+        (
+            {"tumbling": "1m", "grace": timedelta(seconds=-1)},
+            "grace=datetime.timedelta(days=-1, seconds=86399) is negative",
+        ),
+        # Kafka and Quix users write milliseconds, Python users seconds: a bare number is refused
+        (
+            {"tumbling": 60000},
+            "window: tumbling=60000 has no unit: milliseconds (1m) or seconds (16h40m)? Write '60000ms' or '60000s'",
+        ),
+        ({"tumbling": "1m", "grace": 10}, "window: grace=10 has no unit"),
+        ({"hopping": "5m", "step": 60}, "window: step=60 has no unit"),
+        ({"session": 0.5}, "timedelta(seconds=0.5)"),
         ({"hopping": "5m", "step": "soon"}, "step='soon' is not a duration"),
     ],
 )

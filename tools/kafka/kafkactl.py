@@ -48,6 +48,8 @@ SECURE_PORT = int(os.environ.get("SLUICE_SECURE_BROKER_PORT", "9094"))
 SECURE_CONTROLLER_PORT = SECURE_PORT + 1
 SECURE_MECHANISM = "SCRAM-SHA-512"
 SECURE_USER = "sluice"
+# one record is produced there (idempotently) and its offset asked of the group coordinator
+READY_TOPIC = "kafkactl-ready"
 
 
 class KafkaCtlError(Exception):
@@ -340,10 +342,16 @@ def _launch(node: Node, heap: str) -> int:
 
 
 def _wait_ready(nodes: list[Node], timeout: float = START_TIMEOUT_S) -> None:
+    """Wait until every node answers metadata and the group and transaction coordinators answer."""
+    deadline = time.monotonic() + timeout
+    _wait_metadata(nodes, deadline, timeout)
+    _wait_coordinators(nodes, deadline, timeout)
+
+
+def _wait_metadata(nodes: list[Node], deadline: float, timeout: float) -> None:
     """Wait until a metadata request through every node lists all the nodes."""
     from confluent_kafka.admin import AdminClient
 
-    deadline = time.monotonic() + timeout
     pending = list(nodes)
     while pending:
         node = pending[0]
@@ -368,6 +376,76 @@ def _wait_ready(nodes: list[Node], timeout: float = START_TIMEOUT_S) -> None:
             raise KafkaCtlError(
                 f"Kafka node {node.node_id} did not answer a metadata request within {timeout:.0f}s (log: {node.log_file})"
             )
+        time.sleep(0.3)
+
+
+def _wait_coordinators(nodes: list[Node], deadline: float, timeout: float) -> None:
+    """Wait until a group coordinator answers ``committed()`` and an idempotent producer gets its PID.
+
+    A broker that answers metadata may still be loading ``__consumer_offsets`` and
+    ``__transaction_state``: clients then get NOT_COORDINATOR or "Coordinator load in
+    progress". Only one record acknowledged by an idempotent producer (which needs a
+    producer id from the transaction coordinator) and a ``committed()`` answered by the
+    group coordinator prove that the first user of the broker will not meet them.
+    """
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    bootstrap = ",".join(n.bootstrap for n in nodes)
+    quiet = {"bootstrap.servers": bootstrap, "log_level": 0, "logger": _quiet_logger()}
+    admin = AdminClient(quiet)
+    last = "no answer yet"
+    stage = "creating the readiness topic"
+    while True:
+        for node in nodes:
+            if _read_pid(node) is None:
+                print(_log_tail(node), file=sys.stderr)
+                raise KafkaCtlError(
+                    f"Kafka node {node.node_id} exited during startup (log: {node.log_file}; last lines above)"
+                )
+        left = deadline - time.monotonic()
+        if left <= 0:
+            for node in nodes:
+                print(f"--- {node.log_file} (last lines)", file=sys.stderr)
+                print(_log_tail(node, 25 if len(nodes) == 1 else 12), file=sys.stderr)
+            raise KafkaCtlError(
+                f"Kafka on {bootstrap} answers metadata but not as a group/transaction coordinator within "
+                f"{timeout:.0f}s ({stage}: {last}); see the broker log lines above"
+            )
+        attempt = min(left, 5.0)
+        try:
+            stage = "creating the readiness topic"
+            if READY_TOPIC not in admin.list_topics(timeout=attempt).topics:
+                topic = NewTopic(READY_TOPIC, 1, min(3, len(nodes)))
+                try:
+                    admin.create_topics([topic])[READY_TOPIC].result(timeout=attempt)
+                except KafkaException as exc:
+                    if "already exists" not in str(exc).lower():
+                        raise
+            stage = "an idempotent producer acquiring its producer id"
+            producer = Producer(
+                {**quiet, "enable.idempotence": True, "message.timeout.ms": int(attempt * 1000)}
+            )
+            delivered: list[str | None] = []
+            producer.produce(
+                READY_TOPIC,
+                b"ready",
+                on_delivery=lambda err, _m, out=delivered: out.append(err and err.str()),
+            )
+            producer.flush(attempt)
+            if delivered != [None]:
+                last = (delivered or ["no acknowledgement yet"])[0]
+                time.sleep(0.3)
+                continue
+            stage = "the group coordinator answering committed()"
+            consumer = Consumer({**quiet, "group.id": "kafkactl-ready", "enable.auto.commit": False})
+            try:
+                consumer.committed([TopicPartition(READY_TOPIC, 0)], timeout=attempt)
+            finally:
+                consumer.close()
+            return
+        except KafkaException as exc:
+            last = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
         time.sleep(0.3)
 
 
