@@ -198,6 +198,7 @@ class Stream(Aggregations):
         session: str | float | None = None,
         grace: str | float = 0,
         late: str | None = None,
+        max_future: str | float | None = "1h",
     ) -> WindowedStream:
         """Cut the stream into event-time windows, per key; aggregate them with ``count()``, ``sum()``...
 
@@ -210,6 +211,12 @@ class Stream(Aggregations):
         windows are all closed is late: counted, logged, and dropped, or written to the
         topic ``late``.
 
+        A record whose timestamp is more than ``max_future`` past the wall clock (a
+        producer with a wrong clock, milliseconds written as microseconds) is refused
+        with ``FutureTimestampError`` and goes through the failure policy (the
+        dead-letter topic by default): let in, it would move stream time so far ahead
+        that every later record would be late.
+
         Args:
             tumbling: window length, e.g. ``"1m"``.
             hopping: window length, with ``step``: how far apart windows start.
@@ -217,6 +224,8 @@ class Stream(Aggregations):
             session: the inactivity gap that ends a session.
             grace: how long after its end a window still accepts out-of-order records.
             late: a topic for late records (default: dropped and counted).
+            max_future: how far past the wall clock a timestamp may be (default ``"1h"``;
+                None: no limit, e.g. to replay data stamped in the future).
 
         Example:
             >>> from sluice import App
@@ -225,7 +234,13 @@ class Stream(Aggregations):
             >>> _ = clicks.window(tumbling="1m", grace="10s").count().final().to("clicks-per-page")
         """
         windows = Windows.parse(
-            tumbling=tumbling, hopping=hopping, step=step, sliding=sliding, session=session, grace=grace
+            tumbling=tumbling,
+            hopping=hopping,
+            step=step,
+            sliding=sliding,
+            session=session,
+            grace=grace,
+            max_future=max_future,
         )
         check_late_topic(late)
         return WindowedStream(self, windows, late)

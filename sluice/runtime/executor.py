@@ -504,7 +504,11 @@ class Executor:
             elif node.plan is not None:
                 out = self._map_batch(node, records, batch)
             elif node.aggregate is not None:
-                out = node.aggregate.process(records, batch)
+                # in chunks: a stream-time jump may close more windows than memory should hold
+                for chunk in node.aggregate.process(records, batch):
+                    if node.children and chunk:
+                        self._run_nodes(node.children, chunk, batch)
+                continue
             else:
                 try:
                     out = node.step.apply(records)
