@@ -7,6 +7,8 @@ Example:
     ('dead_letter', 3, [0.1, 0.2, 0.4])
     >>> ErrorPolicy.from_options(skip=True).action
     'skip'
+    >>> p.retry_for, ErrorPolicy.from_options(retry_for="30s").retry_for  # waiting for an unavailable sink
+    (300.0, 30.0)
 """
 
 from __future__ import annotations

@@ -252,3 +252,27 @@ def test_jsonl_disk_full_in_a_running_app_waits_then_writes_every_record(kafka, 
     assert committed_while_full == 0
     assert dead_letters == 0
     assert [orjson.loads(line)["id"] for line in target.read_bytes().splitlines()] == list(range(40))
+
+
+def test_a_sink_function_raising_sink_unavailable_waits_instead_of_dead_lettering(kafka, topic_factory):
+    src = topic_factory(partitions=1)
+    written: list[int] = []
+    down_until = time.monotonic() + 2.0
+
+    def deliver(value: dict) -> None:
+        if time.monotonic() < down_until:
+            raise SinkUnavailableError("the mail gateway answers 503: try later")
+        written.append(value["id"])
+
+    app = App(f"sink-fn-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms")
+    app.on_error(retries=1, backoff="20ms..200ms", retry_for="60s")
+    app.stream(src).sink(deliver)
+    kafka.created.append(f"{app.name}.dlq")
+    _produce(kafka, src, range(30))
+    with running(app) as outcome:
+        wait_for(
+            lambda: _committed(kafka, app, src) == 30, 60, outcome=outcome, what="every offset committed"
+        )
+        dead_letters = app.stats.dead_letters
+    assert dead_letters == 0
+    assert written == list(range(30))
