@@ -173,7 +173,12 @@ class _Emitter:
 class _RepartitionEmitter(_Emitter):
     """Writes records to a repartition topic, with a header telling how the group key was serialized."""
 
+    #: the windowed aggregation reading the topic: it refuses far-future records before they are written
+    window: AggregateNode | None = None
+
     def __call__(self, records: list[Record], batch: Batch) -> None:
+        if self.window is not None:
+            records = self.window.drop_future(records, batch)
         super().__call__([(v, k, Repartitioned(m, k)) for v, k, m in records], batch)
 
 
@@ -365,6 +370,10 @@ class Executor:
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
+        windowed = {t: n for n in self.aggregates if n.max_future is not None for t in n.input_topics}
+        for emitter in self.emitters:
+            if isinstance(emitter, _RepartitionEmitter):
+                emitter.window = windowed.get(emitter.topic)
 
     def _compile(
         self, stream: Stream, source: Source, produce: Produce, poll: Callable[[float], Any]

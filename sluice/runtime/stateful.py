@@ -227,15 +227,7 @@ class AggregateNode:
             try:
                 out.extend(one(record))
             except FutureTimestampError as exc:
-                # dead-lettered with the Kafka timestamp it came with: a broker refuses a record
-                # stamped too far ahead (log.message.timestamp.after.max.ms), and a retry
-                # would meet the same clock
-                value, key, meta = record
-                while isinstance(meta, EventTimed):
-                    meta = meta.msg
-                self._router.handle(
-                    "process", step.name, step.on_error, [(0, (value, key, meta), exc)], None, batch
-                )
+                self._refuse_future(record, exc, batch)
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 recovered = self._router.handle(
                     "process", step.name, step.on_error, [(0, record, exc)], one, batch
@@ -322,6 +314,41 @@ class AggregateNode:
             cache[kb] = ctx.states[kb]
         ctx.changed.clear()
         return blobs
+
+    @property
+    def max_future(self) -> int | None:
+        """How far past the wall clock a record's event time may be, ms (None: no limit)."""
+        return self._max_future
+
+    def drop_future(self, records: list[Record], batch: Batch) -> list[Record]:
+        """``records`` less those stamped more than ``max_future`` ahead, which meet the failure policy.
+
+        Run before records are written to this aggregation's repartition topic: there the
+        broker would refuse them (or let them through to move stream time).
+        """
+        if self._max_future is None:
+            return records
+        limit = int(time.time() * 1000) + self._max_future
+        if all(m.timestamp()[1] <= limit for _v, _k, m in records):
+            return records
+        kept: list[Record] = []
+        for record in records:
+            ts = record[2].timestamp()[1]
+            if ts > limit:
+                self._refuse_future(record, self._too_far(ts, limit), batch)
+            else:
+                kept.append(record)
+        return kept
+
+    def _refuse_future(self, record: Record, exc: FutureTimestampError, batch: Batch) -> None:
+        # dead-lettered with the Kafka timestamp it came with, not its event time: a broker
+        # refuses a record stamped too far ahead (log.message.timestamp.after.max.ms); no
+        # retry, the clock would say the same
+        value, key, meta = record
+        while isinstance(meta, EventTimed):
+            meta = meta.msg
+        step = self.step
+        self._router.handle("process", step.name, step.on_error, [(0, (value, key, meta), exc)], None, batch)
 
     def _too_far(self, ts: int, limit: int) -> FutureTimestampError:
         max_future = self._max_future or 0

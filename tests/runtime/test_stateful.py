@@ -305,8 +305,9 @@ def test_per_user_counts_by_window(kafka, topic_factory, tmp_path, monkeypatch):
     assert counts == dict(expected)
 
 
+@pytest.mark.parametrize("repartition", [False, True], ids=["record-key", "key_by"])
 def test_a_record_far_in_the_future_is_dead_lettered_and_later_records_count_in_their_windows(
-    kafka, topic_factory, tmp_path
+    kafka, topic_factory, tmp_path, repartition
 ):
     import time
 
@@ -331,6 +332,8 @@ def test_a_record_far_in_the_future_is_dead_lettered_and_later_records_count_in_
     app.on_error(retries=0, dead_letter=dlq)
     # event time from the payload (a device's clock): the broker checks only the Kafka timestamp
     stream_ = app.stream(src, timestamp=lambda e: e["ts"])
+    if repartition:  # through the repartition topic, whose records carry the event time
+        stream_ = stream_.key_by(lambda e: e["user"])
     stream_.window(tumbling="10s", max_future="1h").count(name="per-10s").final().to(out)
     internal_topics(kafka, app, "per-10s", out, dlq)
     with running(app) as outcome:

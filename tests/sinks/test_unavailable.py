@@ -48,10 +48,19 @@ class _Locker:
         self.conn.close()
 
 
-def test_sqlite_locked_by_another_writer_waits_then_writes_every_row(kafka, topic_factory, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_sqlite_locked_by_another_writer_waits_then_writes_every_row(
+    kafka, topic_factory, tmp_path, guarantee
+):
     src = topic_factory(partitions=1)
     db = str(tmp_path / "locked.db")
-    app = App(f"sink-locked-{uuid.uuid4().hex[:8]}", brokers=kafka.bootstrap, commit_interval="100ms")
+    app = App(
+        f"sink-locked-{uuid.uuid4().hex[:8]}",
+        brokers=kafka.bootstrap,
+        commit_interval="100ms",
+        guarantee=guarantee,
+        state_dir=tmp_path / "state",
+    )
     app.on_error(retries=1, backoff="20ms..300ms", retry_for="60s")
     # a lock wait shorter than the lock: SQLite answers "database is locked"
     app.stream(src).sink(sinks.sqlite(db, table="t", key="id", timeout="200ms"))
