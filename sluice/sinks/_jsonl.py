@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import string
@@ -153,7 +154,10 @@ class JsonlSink:
                     written.append((f, os.fstat(f.fileno()).st_size))
                     data = memoryview(b"".join(chunk))
                     while data:
-                        data = data[f.write(data) or 0 :]
+                        n = f.write(data)
+                        if not n:  # a regular file never takes nothing: do not spin
+                            raise OSError(errno.EIO, f"writing {f.name} made no progress")
+                        data = data[n:]
                     os.fsync(f.fileno())
             except OSError as exc:
                 for f, size in written:

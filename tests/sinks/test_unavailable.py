@@ -285,3 +285,66 @@ def test_a_sink_function_raising_sink_unavailable_waits_instead_of_dead_letterin
         dead_letters = app.stats.dead_letters
     assert dead_letters == 0
     assert written == list(range(30))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 1 MiB tmpfs (needs root and mount), with ``fill()`` to use up its room and ``free()`` to give it back."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, check=False
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.decode().strip()}")
+
+    class Disk:
+        path = mount
+        filler = mount / "filler"
+
+        def fill(self) -> None:
+            with open(self.filler, "ab", buffering=0) as f:
+                try:
+                    while True:
+                        f.write(b"\0" * 4096)
+                except OSError:
+                    pass
+
+        def free(self) -> None:
+            self.filler.unlink()
+
+    yield Disk()
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _big(ids: range) -> list:
+    return rows([{"id": i, "text": "x" * 2_000} for i in ids])
+
+
+def test_sqlite_on_a_full_disk_is_unavailable_and_writes_once_there_is_room(tiny_disk):
+    db = str(tiny_disk.path / "c.db")
+    sink = sinks.sqlite(db, table="t", key="id", timeout="100ms")
+    sink.write_batch(_big(range(5)))
+    tiny_disk.fill()
+    with pytest.raises(SinkUnavailableError, match=r"full|disk I/O error"):
+        sink.write_batch(_big(range(5, 100)))
+    tiny_disk.free()
+    sink.write_batch(_big(range(5, 100)))
+    sink.close()
+    assert sqlite_query(db, "SELECT count(*), min(id), max(id) FROM t") == [(100, 0, 99)]
+
+
+def test_parquet_on_a_full_disk_is_unavailable_and_keeps_every_written_batch(tiny_disk):
+    pq = pytest.importorskip("pyarrow.parquet")
+    sink = sinks.parquet(str(tiny_disk.path / "out"), rotate="10MB", compression="none")
+    sink.write_batch(_big(range(5)))
+    tiny_disk.fill()
+    with pytest.raises(SinkUnavailableError, match="No space left on device"):
+        sink.write_batch(_big(range(5, 200)))
+    tiny_disk.free()
+    sink.write_batch(_big(range(200, 210)))
+    sink.close()
+    ids = sorted(i for f in (tiny_disk.path / "out").glob("part-*.parquet") for i in pq.read_table(f)["id"].to_pylist())
+    assert ids == [*range(5), *range(200, 210)], "the batch written before is kept, the refused one is not"
