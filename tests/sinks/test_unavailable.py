@@ -346,5 +346,7 @@ def test_parquet_on_a_full_disk_is_unavailable_and_keeps_every_written_batch(tin
     tiny_disk.free()
     sink.write_batch(_big(range(200, 210)))
     sink.close()
-    ids = sorted(i for f in (tiny_disk.path / "out").glob("part-*.parquet") for i in pq.read_table(f)["id"].to_pylist())
+    ids = sorted(
+        i for f in (tiny_disk.path / "out").glob("part-*.parquet") for i in pq.read_table(f)["id"].to_pylist()
+    )
     assert ids == [*range(5), *range(200, 210)], "the batch written before is kept, the refused one is not"
