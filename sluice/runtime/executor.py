@@ -359,6 +359,9 @@ class Executor:
         #: set by the runner: called every ``_WAIT_SLICE`` while a batch waits for an unavailable sink
         #: (to keep the consumer in its group past ``max.poll.interval.ms``)
         self.keep_alive: Callable[[], None] = _nothing
+        #: while a batch waits for an unavailable sink: since when (monotonic) and why, for health reports
+        self.waiting_since: float | None = None
+        self.waiting_for: str | None = None
         # delivery reports are served only on the thread that polls (the one building the executor)
         self._poll_thread = threading.get_ident()
         self._poll = poll
@@ -592,33 +595,38 @@ class Executor:
             policy.retry_for,
         )
         last, tries = first, 1
-        while True:
-            waited = time.monotonic() - started
-            if waited >= policy.retry_for or self.stopping():
-                why = (
-                    f"has been unavailable for {waited:.0f}s (on_error retry_for={policy.retry_for:g}s)"
-                    if waited >= policy.retry_for
-                    else f"was still unavailable after {waited:.0f}s when the app stopped"
+        self.waiting_since, self.waiting_for = started, f"{step.name}: {first}"
+        try:
+            while True:
+                waited = time.monotonic() - started
+                if waited >= policy.retry_for or self.stopping():
+                    why = (
+                        f"has been unavailable for {waited:.0f}s (on_error retry_for={policy.retry_for:g}s)"
+                        if waited >= policy.retry_for
+                        else f"was still unavailable after {waited:.0f}s when the app stopped"
+                    )
+                    msg = (
+                        f"{step.name}: the sink {why}: {last}; stopping without committing this batch or "
+                        f"anything after it (its records are consumed again on restart)"
+                    )
+                    raise SinkUnavailableError(msg) from last
+                self._wait(min(policy.delay(tries), policy.retry_for - waited))
+                tries += 1
+                try:
+                    result = attempt()
+                except EnvironmentalError as exc:
+                    last = exc
+                    self.waiting_for = f"{step.name}: {exc}"
+                    continue
+                logger.warning(
+                    "%s: the sink is back after %.1fs and %d tries; the waiting rows are written",
+                    step.name,
+                    time.monotonic() - started,
+                    tries,
                 )
-                msg = (
-                    f"{step.name}: the sink {why}: {last}; stopping without committing this batch or "
-                    f"anything after it (its records are consumed again on restart)"
-                )
-                raise SinkUnavailableError(msg) from last
-            self._wait(min(policy.delay(tries), policy.retry_for - waited))
-            tries += 1
-            try:
-                result = attempt()
-            except EnvironmentalError as exc:
-                last = exc
-                continue
-            logger.warning(
-                "%s: the sink is back after %.1fs and %d tries; the waiting rows are written",
-                step.name,
-                time.monotonic() - started,
-                tries,
-            )
-            return result
+                return result
+        finally:
+            self.waiting_since = self.waiting_for = None
 
     def _wait(self, seconds: float) -> None:
         """Sleep in slices, serving delivery reports (on the polling thread) and the runner's keep-alive."""
