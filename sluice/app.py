@@ -285,6 +285,7 @@ class App:
         skip: bool = False,
         fail: bool = False,
         retry_topics: list[str | timedelta] | None = None,
+        retry_for: str | timedelta | None = None,
     ) -> ErrorPolicy:
         """Set the app-wide failure policy (each step may override it with ``on_error=``).
 
@@ -309,6 +310,13 @@ class App:
                 ``<app>.retry.1`` for 1 s, is tried again, then ``<app>.retry.2`` for 30 s,
                 and so on, before the dead-letter topic. Other records go on meanwhile,
                 so per-key order is given up for the records that take this path.
+            retry_for: how long a batch waits for a sink that is unavailable (database
+                down, read-only after a failover or locked, disk full; the sink raises
+                ``EnvironmentalError``) before the app stops, e.g. ``"30s"`` (default
+                ``"5m"``). Meanwhile the batch is written again with ``backoff``, nothing is
+                dead-lettered and no offset moves past it; once the sink heals the app goes
+                on. Past it the app stops with ``SinkUnavailableError``, committing nothing
+                past the batch.
 
         Returns:
             The policy now in force.
@@ -327,6 +335,7 @@ class App:
             skip=skip,
             fail=fail,
             retry_topics=retry_topics,
+            retry_for=retry_for,
         )
         return self.error_policy
 

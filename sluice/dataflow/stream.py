@@ -199,6 +199,7 @@ class Stream(Aggregations):
         session: str | timedelta | None = None,
         grace: str | timedelta = "0s",
         late: str | None = None,
+        max_future: str | timedelta | None = "1h",
     ) -> WindowedStream:
         """Cut the stream into event-time windows, per key; aggregate them with ``count()``, ``sum()``...
 
@@ -214,6 +215,12 @@ class Stream(Aggregations):
         Durations are strings with units (``"250ms"``, ``"10s"``, ``"1m30s"``, ``"1h"``) or
         ``datetime.timedelta``; a bare number is refused (seconds or milliseconds?).
 
+        A record whose timestamp is more than ``max_future`` past the wall clock (a
+        producer with a wrong clock, milliseconds written as microseconds) is refused
+        with ``FutureTimestampError`` and goes through the failure policy (the
+        dead-letter topic by default): let in, it would move stream time so far ahead
+        that every later record would be late.
+
         Args:
             tumbling: window length, e.g. ``"1m"`` or ``timedelta(minutes=1)``.
             hopping: window length, with ``step``: how far apart windows start.
@@ -221,6 +228,8 @@ class Stream(Aggregations):
             session: the inactivity gap that ends a session.
             grace: how long after its end a window still accepts out-of-order records.
             late: a topic for late records (default: dropped and counted).
+            max_future: how far past the wall clock a timestamp may be (default ``"1h"``;
+                None: no limit, e.g. to replay data stamped in the future).
 
         Example:
             >>> from sluice import App
@@ -229,7 +238,13 @@ class Stream(Aggregations):
             >>> _ = clicks.window(tumbling="1m", grace="10s").count().final().to("clicks-per-page")
         """
         windows = Windows.parse(
-            tumbling=tumbling, hopping=hopping, step=step, sliding=sliding, session=session, grace=grace
+            tumbling=tumbling,
+            hopping=hopping,
+            step=step,
+            sliding=sliding,
+            session=session,
+            grace=grace,
+            max_future=max_future,
         )
         check_late_topic(late)
         return WindowedStream(self, windows, late)

@@ -12,6 +12,8 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DeserializationError",
+    "EnvironmentalError",
+    "FutureTimestampError",
     "KafkaAuthenticationError",
     "KafkaUnavailableError",
     "RecordError",
@@ -65,6 +67,14 @@ class RecordError(SluiceError, ValueError):
     """A record that can never be processed as it is: retried without waiting, then dead-lettered."""
 
 
+class FutureTimestampError(RecordError):
+    """A record's event time is further ahead of the wall clock than its window's ``max_future``.
+
+    Let in, it would move the partition's stream time so far that every later record
+    would be late; it is dead-lettered instead (stage ``process``).
+    """
+
+
 class SinkError(SluiceError):
     """A sink could not write a batch; the message names the sink, the table or file, and the cause."""
 
@@ -73,5 +83,23 @@ class SinkRowError(SinkError, RecordError):
     """A record does not fit its table or file: not a dict, no key, a value of the wrong type, an unknown field."""
 
 
-class SinkUnavailableError(SinkError):
-    """The database could not be reached for longer than the sink's ``retry_for``: the app stops, commits nothing past it."""
+class EnvironmentalError(SluiceError):
+    """A dependency is unavailable; the record is not at fault.
+
+    A database that is down, read-only after a failover or locked, a full disk: the
+    runtime never dead-letters a record for it. It tries the whole batch again with
+    backoff, committing nothing past it, and stops once the failure policy's
+    ``retry_for`` is spent.
+    """
+
+
+class SinkUnavailableError(SinkError, EnvironmentalError):
+    """A sink cannot write now (database down, read-only or locked, disk full): no row is at fault.
+
+    The runtime writes the batch again with backoff until the failure policy's
+    ``retry_for`` is spent, then stops the app committing nothing past the batch.
+
+    Example:
+        >>> issubclass(SinkUnavailableError, EnvironmentalError), issubclass(SinkUnavailableError, RecordError)
+        (True, False)
+    """

@@ -7,6 +7,8 @@ Example:
     ('dead_letter', 3, [0.1, 0.2, 0.4])
     >>> ErrorPolicy.from_options(skip=True).action
     'skip'
+    >>> p.retry_for, ErrorPolicy.from_options(retry_for="30s").retry_for  # waiting for an unavailable sink
+    (300.0, 30.0)
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from sluice.errors import ConfigError
 __all__ = ["DEFAULT_POLICY", "ErrorPolicy", "coerce_policy"]
 
 Action = Literal["dead_letter", "skip", "fail"]
-_OPTIONS = ("retries", "backoff", "dead_letter", "skip", "fail", "retry_topics")
+_OPTIONS = ("retries", "backoff", "dead_letter", "skip", "fail", "retry_topics", "retry_for")
+#: how long a batch waits for an unavailable sink (database down, disk full) before the app stops
+DEFAULT_RETRY_FOR = 300.0
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,9 @@ class ErrorPolicy:
         dead_letter: the dead-letter topic (``None``: ``<app name>.dlq``).
         retry_topics: delays of the delayed retry topics a record passes through
             before the dead-letter topic, e.g. ``(1.0, 30.0, 300.0)``.
+        retry_for: seconds a batch is tried again (with the backoff) while a dependency
+            is unavailable (``EnvironmentalError``: a sink's database down, read-only or
+            locked, a full disk) before the app stops; no record is dead-lettered for it.
     """
 
     retries: int = 3
@@ -47,6 +54,7 @@ class ErrorPolicy:
     action: Action = "dead_letter"
     dead_letter: str | None = None
     retry_topics: tuple[float, ...] = ()
+    retry_for: float = DEFAULT_RETRY_FOR
 
     def delay(self, attempt: int) -> float:
         """Seconds to wait before retry number ``attempt`` (1-based): exponential, capped."""
@@ -62,6 +70,7 @@ class ErrorPolicy:
         skip: bool = False,
         fail: bool = False,
         retry_topics: list[str | timedelta] | tuple[str | timedelta, ...] | None = None,
+        retry_for: str | timedelta | None = None,
     ) -> ErrorPolicy:
         """Build a policy from ``on_error`` keywords, checking them.
 
@@ -73,6 +82,8 @@ class ErrorPolicy:
             skip: log (rate-limited), count and commit past failed records.
             fail: stop the app on the first failed record, committing nothing at or past it.
             retry_topics: delays of delayed retry topics, e.g. ``["1s", "30s", "5m"]``.
+            retry_for: how long a batch waits for an unavailable sink before the app
+                stops (default ``"5m"``), e.g. ``"30s"``.
 
         Raises:
             ConfigError: contradictory or invalid options.
@@ -108,8 +119,9 @@ class ErrorPolicy:
             if any(d <= 0 for d in delays):
                 msg = f"on_error: retry_topics={list(retry_topics)!r}: every delay must be > 0"
                 raise ConfigError(msg)
+        waits = DEFAULT_RETRY_FOR if retry_for is None else parse_duration(retry_for, "on_error: retry_for")
         action: Action = "skip" if skip else "fail" if fail else "dead_letter"
-        return cls(retries, initial, maximum, action, dead_letter, delays)
+        return cls(retries, initial, maximum, action, dead_letter, delays, waits)
 
 
 def _parse_backoff(backoff: str | timedelta | None) -> tuple[float, float]:

@@ -11,12 +11,16 @@ function is called twice for a record that did not fail.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from operator import methodcaller
 from pathlib import Path
 from types import MethodType
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -24,7 +28,7 @@ from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
-from sluice.errors import ConfigError, SinkUnavailableError
+from sluice.errors import ConfigError, EnvironmentalError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.async_bridge import AsyncBridge, is_async
@@ -37,7 +41,12 @@ from sluice.serde import deserializer, key_serializer, serializer
 
 __all__ = ["Executor"]
 
+logger = logging.getLogger(__name__)
+
 Produce = Callable[..., None]
+_T = TypeVar("_T")
+#: the longest the wait for an unavailable sink goes without serving delivery reports
+_WAIT_SLICE = 0.1
 _VALUE, _KEY = methodcaller("value"), methodcaller("key")
 
 
@@ -164,7 +173,12 @@ class _Emitter:
 class _RepartitionEmitter(_Emitter):
     """Writes records to a repartition topic, with a header telling how the group key was serialized."""
 
+    #: the windowed aggregation reading the topic: it refuses far-future records before they are written
+    window: AggregateNode | None = None
+
     def __call__(self, records: list[Record], batch: Batch) -> None:
+        if self.window is not None:
+            records = self.window.drop_future(records, batch)
         super().__call__([(v, k, Repartitioned(m, k)) for v, k, m in records], batch)
 
 
@@ -284,6 +298,27 @@ class _SourcePlan:
         )
 
 
+class _SinkDown(BaseException):
+    """An unavailable sink outlasted ``retry_for`` inside the row fallback.
+
+    A ``BaseException``: the failure router treats every ``Exception`` of a retried
+    record as the record's fault and would dead-letter it; this one must pass through
+    the router to stop the app instead.
+    """
+
+    def __init__(self, error: EnvironmentalError) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _never() -> bool:
+    return False
+
+
+def _nothing() -> None:
+    return None
+
+
 def _row(record: Record) -> SinkRow:
     value, key, msg = record
     return SinkRow(value, key, msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.headers())
@@ -319,6 +354,17 @@ class Executor:
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
         self.batch_sinks: list[Any] = []
+        #: set by the runner: True once the app is stopping (ends a wait for an unavailable sink)
+        self.stopping: Callable[[], bool] = _never
+        #: set by the runner: called every ``_WAIT_SLICE`` while a batch waits for an unavailable sink
+        #: (to keep the consumer in its group past ``max.poll.interval.ms``)
+        self.keep_alive: Callable[[], None] = _nothing
+        #: while a batch waits for an unavailable sink: since when (monotonic) and why, for health reports
+        self.waiting_since: float | None = None
+        self.waiting_for: str | None = None
+        # delivery reports are served only on the thread that polls (the one building the executor)
+        self._poll_thread = threading.get_ident()
+        self._poll = poll
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
@@ -327,6 +373,10 @@ class Executor:
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
+        windowed = {t: n for n in self.aggregates if n.max_future is not None for t in n.input_topics}
+        for emitter in self.emitters:
+            if isinstance(emitter, _RepartitionEmitter):
+                emitter.window = windowed.get(emitter.topic)
 
     def _compile(
         self, stream: Stream, source: Source, produce: Produce, poll: Callable[[float], Any]
@@ -466,7 +516,11 @@ class Executor:
             elif node.plan is not None:
                 out = self._map_batch(node, records, batch)
             elif node.aggregate is not None:
-                out = node.aggregate.process(records, batch)
+                # in chunks: a stream-time jump may close more windows than memory should hold
+                for chunk in node.aggregate.process(records, batch):
+                    if node.children and chunk:
+                        self._run_nodes(node.children, chunk, batch)
+                continue
             else:
                 try:
                     out = node.step.apply(records)
@@ -476,32 +530,114 @@ class Executor:
                 self._run_nodes(node.children, out, batch)
 
     def _write_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
-        """One call for the whole batch; on failure, row by row to find the rows that fail."""
+        """One call for the whole batch; on failure, row by row to find the rows that fail.
+
+        A sink that is unavailable (``EnvironmentalError``) is no row's fault: the whole
+        batch is written again until it lands or the policy's ``retry_for`` is spent.
+        """
         write = node.write_batch
         assert write is not None
+        step = node.step
         try:
-            write([_row(r) for r in records])
+            self._write_rows(step, write, [_row(r) for r in records])
             return records
-        except (SinkUnavailableError, ConfigError):
-            raise  # the sink itself is down or misconfigured: stop, commit nothing past this batch
+        except (EnvironmentalError, ConfigError):
+            raise  # the sink stayed down past retry_for, or is misconfigured: stop, commit nothing past this batch
         except Exception:  # noqa: BLE001 - isolate the failing rows
             pass
         out: list[Record] = []
 
         def write_one(record: Record) -> list[Record]:
-            write([_row(record)])
+            try:
+                self._write_rows(step, write, [_row(record)])
+            except EnvironmentalError as exc:
+                raise _SinkDown(exc) from exc
             return [record]
 
-        for record in records:
-            try:
-                out.extend(write_one(record))
-            except Exception as exc:  # noqa: BLE001 - handed to the failure policy
-                step = node.step
-                recovered = self._router.handle(
-                    "sink", step.name, step.on_error, [(0, record, exc)], write_one, batch
-                )
-                out.extend(recovered.get(0, ()))
+        try:
+            for record in records:
+                try:
+                    out.extend(write_one(record))
+                except Exception as exc:  # noqa: BLE001 - handed to the failure policy
+                    recovered = self._router.handle(
+                        "sink", step.name, step.on_error, [(0, record, exc)], write_one, batch
+                    )
+                    out.extend(recovered.get(0, ()))
+        except _SinkDown as down:
+            raise down.error from None
         return out
+
+    def _write_rows(self, step: Step, write: Callable[[list[SinkRow]], Any], rows: list[SinkRow]) -> None:
+        try:
+            write(rows)
+        except EnvironmentalError as exc:
+            self._until_available(step, lambda: write(rows), exc, len(rows))
+
+    def _until_available(
+        self, step: Step, attempt: Callable[[], _T], first: EnvironmentalError, rows: int
+    ) -> _T:
+        """Call ``attempt`` again with the policy's backoff while it raises ``EnvironmentalError``.
+
+        The batch waits meanwhile: no record is dead-lettered and no offset moves past it.
+
+        Raises:
+            SinkUnavailableError: still unavailable after the policy's ``retry_for``, or the
+                app is stopping: nothing of this batch or after it is committed.
+        """
+        policy = step.on_error or self._router.policy
+        started = time.monotonic()
+        logger.warning(
+            "%s: %s; writing these %d rows again for up to %gs (on_error retry_for): nothing is "
+            "dead-lettered and no offset moves past them meanwhile",
+            step.name,
+            first,
+            rows,
+            policy.retry_for,
+        )
+        last, tries = first, 1
+        self.waiting_since, self.waiting_for = started, f"{step.name}: {first}"
+        try:
+            while True:
+                waited = time.monotonic() - started
+                if waited >= policy.retry_for or self.stopping():
+                    why = (
+                        f"has been unavailable for {waited:.0f}s (on_error retry_for={policy.retry_for:g}s)"
+                        if waited >= policy.retry_for
+                        else f"was still unavailable after {waited:.0f}s when the app stopped"
+                    )
+                    msg = (
+                        f"{step.name}: the sink {why}: {last}; stopping without committing this batch or "
+                        f"anything after it (its records are consumed again on restart)"
+                    )
+                    raise SinkUnavailableError(msg) from last
+                self._wait(min(policy.delay(tries), policy.retry_for - waited))
+                tries += 1
+                try:
+                    result = attempt()
+                except EnvironmentalError as exc:
+                    last = exc
+                    self.waiting_for = f"{step.name}: {exc}"
+                    continue
+                logger.warning(
+                    "%s: the sink is back after %.1fs and %d tries; the waiting rows are written",
+                    step.name,
+                    time.monotonic() - started,
+                    tries,
+                )
+                return result
+        finally:
+            self.waiting_since = self.waiting_for = None
+
+    def _wait(self, seconds: float) -> None:
+        """Sleep in slices, serving delivery reports (on the polling thread) and the runner's keep-alive."""
+        deadline = time.monotonic() + seconds
+        on_poll_thread = threading.get_ident() == self._poll_thread
+        while (left := deadline - time.monotonic()) > 0 and not self.stopping():
+            if on_poll_thread:
+                self._poll(min(left, _WAIT_SLICE))
+                self.keep_alive()
+            else:
+                time.sleep(min(left, _WAIT_SLICE))
 
     def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
@@ -627,15 +763,22 @@ class Executor:
         offset = 0
         while True:
             index = offset + failed.index
-            recovered = self._router.handle(
-                node.stage,
-                step.name,
-                step.on_error,
-                [(0, records[index], failed.cause)],
-                step.apply_one,
-                batch,
-            )
-            out.extend(recovered.get(0, ()))
+            record = records[index]
+            cause: Exception | None = failed.cause
+            if node.stage == "sink" and isinstance(cause, EnvironmentalError):
+                # a sink function saying its target is down: wait for it, as for a batch sink
+                try:
+                    out.extend(self._until_available(step, partial(step.apply_one, record), cause, 1))
+                    cause = None
+                except EnvironmentalError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - the record's own failure: the policy below
+                    cause = exc
+            if cause is not None:
+                recovered = self._router.handle(
+                    node.stage, step.name, step.on_error, [(0, record, cause)], step.apply_one, batch
+                )
+                out.extend(recovered.get(0, ()))
             offset = index + 1
             try:
                 out.extend(step.apply(records[offset:]))

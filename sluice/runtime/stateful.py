@@ -11,9 +11,10 @@ source offsets are committed only once the changelog holds the state they produc
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ import orjson
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sluice.dataflow.steps import Aggregate, EventTimed, Record
-from sluice.errors import KafkaUnavailableError, SluiceError
+from sluice.errors import FutureTimestampError, KafkaUnavailableError, SluiceError
 from sluice.kafka.admin import TopicAdmin
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.tracker import Batch
@@ -43,6 +44,8 @@ _USER_STATE = {"agg", "reduce"}
 FLUSH_RECORDS = 20_000  # buffered changelog states that trigger a flush before the commit interval
 FLUSH_BATCHES = 64
 STATE_CACHE = 50_000  # decoded group states kept per partition between batches
+#: groups closed per chunk when stream time jumps: closing windows holds this many at a time
+CLOSE_CHUNK = 2_000
 _MISSING = object()  # accumulators the user builds: checked to be JSON per record
 
 
@@ -77,18 +80,23 @@ class Emitted(EventTimed):
         return None
 
 
+_NO_LIMIT = 1 << 62
+
+
 class _Pass:
     """One partition's records of one batch: the cached group states and what changed."""
 
-    __slots__ = ("batch", "changed", "loaded_close", "states", "store", "stream_time")
+    __slots__ = ("batch", "changed", "future_limit", "loaded_close", "states", "store", "stream_time")
 
-    def __init__(self, store: PartitionStore, batch: Batch) -> None:
+    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None) -> None:
         self.store = store
         self.batch = batch
         self.stream_time = store.stream_time
         self.states: dict[bytes, State | None] = {}
         self.loaded_close: dict[bytes, int | None] = {}
         self.changed: set[bytes] = set()
+        #: records with a later timestamp are refused: they would close every window of the partition
+        self.future_limit = _NO_LIMIT if max_future is None else int(time.time() * 1000) + max_future
 
 
 class _Flush:
@@ -143,6 +151,7 @@ class AggregateNode:
         self.late = 0
         self.input_topics: set[str] = set()
         self._final = step.emit == "final"
+        self._max_future = step.windows.max_future if step.windows is not None else None
         self._check_state = step.aggregation.name in _USER_STATE
         self._produce = produce
         self._poll = poll
@@ -193,7 +202,8 @@ class AggregateNode:
             store.close(checkpoint)
 
     # ------------------------------------------------------------------ processing
-    def process(self, records: list[Record], batch: Batch) -> list[Record]:
+    def process(self, records: list[Record], batch: Batch) -> Iterator[list[Record]]:
+        """The outputs of ``records``, in lists: a stream-time jump closing many windows yields them in chunks."""
         by_partition: dict[int, list[Record]] = {}
         for record in records:
             p = record[2].partition()
@@ -201,37 +211,44 @@ class AggregateNode:
             if group is None:
                 group = by_partition[p] = []
             group.append(record)
-        out: list[Record] = []
         for p, group in by_partition.items():
-            out.extend(self._run_pass(p, group, batch))
-        return out
+            yield from self._run_pass(p, group, batch)
 
-    def _run_pass(self, partition: int, records: list[Record], batch: Batch) -> list[Record]:
+    def _run_pass(self, partition: int, records: list[Record], batch: Batch) -> Iterator[list[Record]]:
         store = self.stores.get(partition)
         if store is None:
             msg = f"state store {self.step.store!r} partition {partition} is not open (not assigned to this worker)"
             raise SluiceError(msg)
-        ctx = _Pass(store, batch)
+        ctx = _Pass(store, batch, self._max_future)
         step = self.step
         out: list[Record] = []
         one = partial(self._one, ctx)
         for record in records:
             try:
                 out.extend(one(record))
+            except FutureTimestampError as exc:
+                self._refuse_future(record, exc, batch)
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 recovered = self._router.handle(
                     "process", step.name, step.on_error, [(0, record, exc)], one, batch
                 )
                 out.extend(recovered.get(0, ()))
         trigger = records[-1][2]
-        out.extend(self._close_due(ctx, trigger))
+        for closed in self._close_due(ctx, partition, trigger):
+            out.extend(closed)
+            if len(out) >= CLOSE_CHUNK:
+                yield out
+                out = []
         blobs = self._write_back(ctx)
         self._write_changelog(partition, ctx, blobs, trigger, batch)
-        return out
+        if out:
+            yield out
 
     def _one(self, ctx: _Pass, record: Record) -> list[Record]:
         value, key, meta = record
         ts = meta.timestamp()[1]
+        if ts > ctx.future_limit:
+            raise self._too_far(ts, ctx.future_limit)
         extracted = self.step.aggregation.extract(value)
         kb = key.encode() if type(key) is str else _key_bytes(key)
         state = self._load(ctx, kb)
@@ -298,35 +315,105 @@ class AggregateNode:
         ctx.changed.clear()
         return blobs
 
-    def _close_due(self, ctx: _Pass, trigger: Any) -> list[Record]:
+    @property
+    def max_future(self) -> int | None:
+        """How far past the wall clock a record's event time may be, ms (None: no limit)."""
+        return self._max_future
+
+    def drop_future(self, records: list[Record], batch: Batch) -> list[Record]:
+        """``records`` less those stamped more than ``max_future`` ahead, which meet the failure policy.
+
+        Run before records are written to this aggregation's repartition topic: there the
+        broker would refuse them (or let them through to move stream time).
+        """
+        if self._max_future is None:
+            return records
+        limit = int(time.time() * 1000) + self._max_future
+        if all(m.timestamp()[1] <= limit for _v, _k, m in records):
+            return records
+        kept: list[Record] = []
+        for record in records:
+            ts = record[2].timestamp()[1]
+            if ts > limit:
+                self._refuse_future(record, self._too_far(ts, limit), batch)
+            else:
+                kept.append(record)
+        return kept
+
+    def _refuse_future(self, record: Record, exc: FutureTimestampError, batch: Batch) -> None:
+        # dead-lettered with the Kafka timestamp it came with, not its event time: a broker
+        # refuses a record stamped too far ahead (log.message.timestamp.after.max.ms); no
+        # retry, the clock would say the same
+        value, key, meta = record
+        while isinstance(meta, EventTimed):
+            meta = meta.msg
+        step = self.step
+        self._router.handle("process", step.name, step.on_error, [(0, (value, key, meta), exc)], None, batch)
+
+    def _too_far(self, ts: int, limit: int) -> FutureTimestampError:
+        max_future = self._max_future or 0
+        ahead = ts - (limit - max_future)
+        when = dt.datetime.fromtimestamp(ts / 1000, dt.UTC).isoformat(timespec="seconds")
+        return FutureTimestampError(
+            f"{self.step.name}: the record's timestamp {ts} ({when}) is {ahead / 1000:.0f}s ahead of the "
+            f"wall clock, beyond max_future={max_future / 1000:g}s: it would move stream time so far that "
+            "every later record is late. Fix the producer's clock or the stream's timestamp=, or raise "
+            "window(max_future=...)"
+        )
+
+    def _close_due(self, ctx: _Pass, partition: int, trigger: Any) -> Iterator[list[Record]]:
         """Report (``final``) and drop every window that closed at the pass's stream time.
 
         Due are the groups the store's index lists, and the groups this pass changed whose
         windows the stream time it reached already closes (not in the index yet: the pass
-        writes its states back once, after this).
+        writes its states back once, after this). The index is read in chunks; when it has
+        more than one, each full chunk is written back, buffered for the changelog (held
+        against the batch like the pass's own states) and dropped from memory before the
+        next is read: closing a million windows holds one chunk at a time.
         """
         stream_time = ctx.stream_time
-        due = {kb: close for close, kb in ctx.store.due(stream_time)}
         next_close = self.logic.next_close
-        for kb in ctx.changed:
+        in_pass = set(ctx.changed)
+        local: dict[bytes, int] = {}
+        for kb in in_pass:
             state = ctx.states[kb]
-            if state is not None and kb not in due:
+            if state is not None:
                 close = next_close(state)
                 if close is not None and close <= stream_time:
-                    due[kb] = close
-        if not due:
+                    local[kb] = close
+        for chunk in ctx.store.due(stream_time, CLOSE_CHUNK):
+            out: list[Record] = []
+            closed_here: list[bytes] = []
+            for _close, kb in chunk:
+                if kb in in_pass:
+                    continue  # its state is the pass's: closed below, with the others it changed
+                out.extend(self._close_group(ctx, kb, trigger))
+                closed_here.append(kb)
+            if len(chunk) == CLOSE_CHUNK and closed_here:
+                # more may follow: make this chunk durable and let it go before reading the next
+                blobs = self._write_back(ctx)
+                self._write_changelog(partition, ctx, blobs, trigger, ctx.batch)
+                for kb in closed_here:
+                    ctx.states.pop(kb, None)
+                    ctx.loaded_close.pop(kb, None)
+            if out:
+                yield out
+        out = []
+        for kb in sorted(local, key=lambda kb: (local[kb], kb)):
+            out.extend(self._close_group(ctx, kb, trigger))
+        if out:
+            yield out
+
+    def _close_group(self, ctx: _Pass, kb: bytes, trigger: Any) -> list[Record]:
+        state = self._load(ctx, kb)
+        if state is None:
             return []
-        out: list[Record] = []
-        for kb in sorted(due, key=lambda kb: (due[kb], kb)):
-            state = self._load(ctx, kb)
-            if state is None:
-                continue
-            left, closed = self.logic.close(state, stream_time)
-            ctx.states[kb] = left
-            ctx.changed.add(kb)
-            if self._final:
-                out.extend(self._output(state["k"], kb, s, e, v, trigger, -1) for s, e, v in closed)
-        return out
+        left, closed = self.logic.close(state, ctx.stream_time)
+        ctx.states[kb] = left
+        ctx.changed.add(kb)
+        if not self._final:
+            return []
+        return [self._output(state["k"], kb, s, e, v, trigger, -1) for s, e, v in closed]
 
     def _write_changelog(
         self, partition: int, ctx: _Pass, blobs: dict[bytes, bytes | None], trigger: Any, batch: Batch

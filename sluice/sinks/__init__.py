@@ -8,6 +8,18 @@ one row at a time and sends the rows that still fail through the failure policy
 (dead-letter topic by default): a failed batch leaves nothing behind, so that retry
 writes each good row exactly once.
 
+A sink that cannot write at all (a database down, read-only after a failover or
+locked by another writer, a full disk) raises ``SinkUnavailableError``, an
+``EnvironmentalError``: no row is at fault, so none is dead-lettered. The runtime
+writes the whole batch again with the failure policy's backoff, committing nothing
+past it, until it lands or ``on_error(retry_for=...)`` is spent; then the app stops.
+
+A sink that cannot write at all (a database down, read-only after a failover or
+locked by another writer, a full disk) raises ``SinkUnavailableError``, an
+``EnvironmentalError``: no row is at fault, so none is dead-lettered. The runtime
+writes the whole batch again with the failure policy's backoff, committing nothing
+past it, until it lands or ``on_error(retry_for=...)`` is spent; then the app stops.
+
 Connections and files are opened on the first write, in the process that writes
 (``sluice run --workers N``: one connection per process), and closed when the app stops.
 

@@ -13,6 +13,34 @@ Example:
 
 from __future__ import annotations
 
+import errno
+
 from sluice.errors import SinkError, SinkRowError, SinkUnavailableError
 
-__all__ = ["SinkError", "SinkRowError", "SinkUnavailableError"]
+__all__ = ["SinkError", "SinkRowError", "SinkUnavailableError", "disk_unavailable"]
+
+# the file system, not the record, is at fault: full, over quota, failing, remounted
+# read-only, out of file handles or memory, a network share gone stale
+_DISK_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EIO,
+        errno.EROFS,
+        errno.ENFILE,
+        errno.EMFILE,
+        errno.ENOMEM,
+        errno.ESTALE,
+    }
+)
+
+
+def disk_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` is a file-system failure that may heal (disk full, I/O error), not a bad record.
+
+    Example:
+        >>> import errno, os
+        >>> disk_unavailable(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))), disk_unavailable(ValueError())
+        (True, False)
+    """
+    return isinstance(exc, OSError) and exc.errno in _DISK_ERRNOS

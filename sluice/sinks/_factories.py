@@ -112,22 +112,23 @@ def postgres(
     :func:`sqlite` (int -> BIGINT, float -> DOUBLE PRECISION, bool -> BOOLEAN, str ->
     TEXT, dict/list -> JSONB, bytes -> BYTEA); ``table`` may be ``"schema.table"``.
 
-    When the database goes away (stopped, restarted, unreachable), ``write_batch``
+    When the database goes away (stopped, restarted, unreachable, out of resources,
+    or read-only: SQLSTATE 25006, a standby after a failover), ``write_batch``
     reconnects and tries the batch again with exponential ``backoff``, for at most
     ``retry_for``: the app stops consuming meanwhile, and once the database is back
     the batch is written; nothing is lost and, with ``key``, nothing is duplicated
     (without ``key``, a batch whose commit was cut off may be inserted twice). Past
-    ``retry_for`` it raises ``SinkUnavailableError`` and the failure policy takes over
-    (the records go to the dead-letter topic, unless the sink's ``on_error`` is
-    ``"fail"``, which stops the app without committing them). Keep ``retry_for`` well
-    below the consumer's ``max.poll.interval.ms`` (5 min by default).
+    ``retry_for`` it raises ``SinkUnavailableError``: nothing is dead-lettered, the
+    runtime keeps writing the batch again until the app's ``on_error(retry_for=...)``
+    is spent, then stops without committing it. Keep ``retry_for`` well below the
+    consumer's ``max.poll.interval.ms`` (5 min by default).
 
     Args:
         dsn: a libpq connection string, e.g. ``"postgresql://user:pw@host:5432/db"``.
         table: the table name, or ``"schema.table"``.
         key: the field (or fields) identifying a row; makes writes upserts.
         schema: the columns to create, or the subset of an existing table's columns to write.
-        retry_for: how long to retry while the database is unreachable (default ``"60s"``).
+        retry_for: how long one write retries while the database is unavailable (default ``"60s"``).
         backoff: ``"initial..max"`` delay between tries, doubling (default ``"100ms..5s"``).
         connect_timeout: the limit of one connection attempt (default ``"5s"``).
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import string
@@ -14,7 +15,7 @@ import orjson
 
 from sluice.dataflow.sinks import SinkRow
 from sluice.errors import ConfigError
-from sluice.sinks._errors import SinkError, SinkRowError
+from sluice.sinks._errors import SinkError, SinkRowError, SinkUnavailableError, disk_unavailable
 from sluice.sinks._schema import where
 
 __all__ = ["JsonlSink"]
@@ -79,7 +80,8 @@ class JsonlSink:
             target = Path(path)
             target.parent.mkdir(parents=True, exist_ok=True)
             created = not target.exists()
-            f = self._files[path] = open(target, "ab")  # noqa: SIM115 - kept open across batches, closed in close()
+            # unbuffered: a failed write leaves no bytes in a Python buffer that a later flush would append
+            f = self._files[path] = open(target, "ab", buffering=0)  # noqa: SIM115 - closed in close()
             if created:
                 # the new name must survive a crash too, not only the bytes
                 fd = os.open(target.parent, os.O_RDONLY)
@@ -125,6 +127,9 @@ class JsonlSink:
 
         Raises:
             SinkRowError: a value cannot be encoded as JSON (nothing of the batch was written).
+            SinkUnavailableError: the disk is full, failing or read-only (ENOSPC, EIO,
+                EROFS...): no record is at fault; what was appended is cut off again and the
+                files are opened anew on the next write.
             SinkError: a file could not be written (what was appended is cut off again).
         """
         if not rows:
@@ -146,23 +151,38 @@ class JsonlSink:
             try:
                 for path, chunk in chunks.items():
                     f = self._file(path)
-                    written.append((f, f.tell()))
-                    f.write(b"".join(chunk))
-                    f.flush()
+                    written.append((f, os.fstat(f.fileno()).st_size))
+                    data = memoryview(b"".join(chunk))
+                    while data:
+                        n = f.write(data)
+                        if not n:  # a regular file never takes nothing: do not spin
+                            raise OSError(errno.EIO, f"writing {f.name} made no progress")
+                        data = data[n:]
                     os.fsync(f.fileno())
             except OSError as exc:
                 for f, size in written:
                     try:
-                        f.truncate(size)
+                        if os.fstat(f.fileno()).st_size != size:
+                            f.truncate(size)
                     except OSError:
                         logger.exception("jsonl: could not cut %s back to %d bytes", f.name, size)
                 msg = f"jsonl sink {self.template!r}: writing {len(rows)} records failed: {exc}"
+                if disk_unavailable(exc):
+                    # the next write opens the files again: the disk may be remounted, the file replaced
+                    self._close_files()
+                    raise SinkUnavailableError(msg) from exc
                 raise SinkError(msg) from exc
 
     def close(self) -> None:
         """Close the files (a later write opens them again, appending)."""
         with self._lock:
-            files, self._files = self._files, {}
-            if self._pid == os.getpid():
-                for f in files.values():
+            self._close_files()
+
+    def _close_files(self) -> None:
+        files, self._files = self._files, {}
+        if self._pid == os.getpid():
+            for f in files.values():
+                try:
                     f.close()
+                except OSError:
+                    logger.warning("jsonl: closing %s failed", f.name, exc_info=True)

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from sluice.dataflow.sinks import SinkRow
 from sluice.errors import ConfigError
-from sluice.sinks._errors import SinkError
+from sluice.sinks._errors import SinkError, SinkUnavailableError, disk_unavailable
 from sluice.sinks._schema import Column, Kind, Shape, infer_columns, kinds_from_schema, no_columns_error
 from sluice.sinks._units import parse_size
 
@@ -57,6 +57,12 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _disk_in_message(exc: BaseException) -> bool:
+    """Arrow's I/O errors carry the errno in their text only: ``[errno 28] No space left on device``."""
+    text = str(exc)
+    return any(f"[errno {code}]" in text.lower() for code in (28, 5, 30, 122))
 
 
 def _parquet_path(staging: Path) -> Path:
@@ -170,6 +176,8 @@ class ParquetSink:
         self._json: list[int] = []
         self._stage: _Stage | None = None
         self._pid = 0
+        #: a staging file was abandoned on a failing disk: recover it on the next write
+        self._recover = False
         self._lock = threading.Lock()
         self.files: list[Path] = []
 
@@ -253,21 +261,36 @@ class ParquetSink:
 
         Raises:
             SinkRowError: a record does not fit the columns (nothing of the batch was written).
+            SinkUnavailableError: the disk is full, failing or read-only (ENOSPC, EIO,
+                EROFS...): no record is at fault; the staging file is closed and turned
+                into its Parquet file by the next write.
             SinkError: the file could not be written (what was appended is cut off again).
         """
         if not rows:
             return
         with self._lock:
-            if self._pid != os.getpid():
-                # the staging file of a parent process (fork) is not ours to write
-                self._stage, self._pid = None, os.getpid()
-                self.files.extend(recover_staging(self.directory, self.compression))
+            if self._pid != os.getpid() or self._recover:
+                # the staging file of a parent process (fork), or ours abandoned on a full disk
+                if self._pid != os.getpid():
+                    self._stage, self._pid = None, os.getpid()
+                try:
+                    self.files.extend(recover_staging(self.directory, self.compression))
+                except OSError as exc:
+                    if disk_unavailable(exc) or _disk_in_message(exc):
+                        raise self._unavailable(exc, len(rows)) from exc
+                    raise
+                self._recover = False
             if self._shape is None:
                 self._shape = self._open_shape(rows)
             batch = self._record_batch(self._shape, rows)
             stage = self._stage
             if stage is None:
-                stage = self._stage = self._open_stage()
+                try:
+                    stage = self._stage = self._open_stage()
+                except OSError as exc:
+                    if disk_unavailable(exc):
+                        raise self._unavailable(exc, len(rows)) from exc
+                    raise
             before = stage.file.tell()
             try:
                 stage.writer.write_batch(batch)
@@ -277,6 +300,10 @@ class ParquetSink:
                 with contextlib.suppress(OSError):
                     stage.file.truncate(before)
                     stage.file.seek(before)
+                if disk_unavailable(exc) or _disk_in_message(exc):
+                    # converting now would meet the same full disk: the next write recovers the file
+                    self._abandon_stage()
+                    raise self._unavailable(exc, len(rows)) from exc
                 # the stream writer's state is unknown after a failed write: start a new file
                 self._finish_stage()
                 msg = f"parquet files in {self.table!r}: writing {len(rows)} rows failed, nothing written: {exc}"
@@ -284,6 +311,23 @@ class ParquetSink:
             stage.size = stage.file.tell()
             if stage.size >= self.rotate:
                 self._finish_stage()
+
+    def _abandon_stage(self) -> None:
+        """Close the staging file without converting it (the disk is full); the next write recovers it."""
+        stage, self._stage = self._stage, None
+        self._recover = True
+        if stage is None:
+            return
+        for close in (stage.writer.close, stage.file.close):
+            try:
+                close()
+            except (OSError, pa.ArrowException, ValueError):
+                logger.debug("parquet: closing %s on a failing disk failed", stage.path, exc_info=True)
+
+    def _unavailable(self, exc: BaseException, rows: int) -> SinkUnavailableError:
+        return SinkUnavailableError(
+            f"parquet files in {self.table!r}: the disk is unavailable, {rows} rows not written: {exc}"
+        )
 
     def close(self) -> None:
         """Turn the current staging file into its Parquet file."""

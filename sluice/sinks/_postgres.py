@@ -78,10 +78,13 @@ SELECT ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = i.ind
 FROM pg_index i
 WHERE i.indrelid = to_regclass(%s) AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL
 """
-# connection lost, resources exhausted, server shutting down or restarting, I/O trouble,
-# and the two conflicts that succeed when tried again
+# connection lost, resources exhausted (disk full, out of memory, too many connections),
+# server shutting down or restarting, I/O trouble, a read-only server (a standby after a
+# failover; a new connection may reach the new primary), and the two conflicts that
+# succeed when tried again: the database, not a row, is at fault
 _TRANSIENT_CLASSES = ("08", "53", "57", "58")
-_TRANSIENT_STATES = ("40001", "40P01")
+_TRANSIENT_STATES = ("25006", "40001", "40P01")
+READ_ONLY = "25006"
 
 
 class PostgresSink:
@@ -292,19 +295,29 @@ class PostgresSink:
     def _pause(self, exc: psycopg.Error, attempt: int, rows: int) -> None:
         """Wait before the next try, or raise ``SinkUnavailableError`` once ``retry_for`` is spent."""
         now = time.monotonic()
+        state = getattr(exc, "sqlstate", None)
+        status = (
+            "read-only"
+            if state == READ_ONLY
+            else "unreachable"
+            if state is None or state.startswith(("08", "57"))
+            else "unavailable"
+        )
+        cause = f"{describe(exc)} (SQLSTATE {state})" if state else describe(exc)
         if self._down_since is None:
             self._down_since = now
             logger.warning(
-                "postgres %s unreachable (%s); retrying for up to %.0fs, consumption waits meanwhile",
+                "postgres %s %s (%s); retrying for up to %.0fs, consumption waits meanwhile",
                 self.where,
-                describe(exc),
+                status,
+                cause,
                 self.retry_for,
             )
         waited = now - self._down_since
         if waited >= self.retry_for:
             msg = (
-                f"postgres table {self.table!r} at {self.where}: the database has been unreachable for "
-                f"{waited:.0f}s (retry_for={self.retry_for:g}s); {rows} rows not written: {describe(exc)}"
+                f"postgres table {self.table!r} at {self.where}: the database has been {status} for "
+                f"{waited:.0f}s (retry_for={self.retry_for:g}s); {rows} rows not written: {cause}"
             )
             raise SinkUnavailableError(msg) from exc
         initial, maximum = self._backoff
@@ -316,7 +329,8 @@ class PostgresSink:
         Raises:
             SinkRowError: a record does not fit the table (the message names it); nothing
                 of the batch was written.
-            SinkUnavailableError: the database stayed unreachable for ``retry_for``.
+            SinkUnavailableError: the database stayed unreachable, read-only (SQLSTATE
+                25006) or out of resources for ``retry_for``: no row is at fault.
             SinkError: PostgreSQL refused the batch (nothing of it was written).
         """
         if not rows:

@@ -17,7 +17,7 @@ import orjson
 from sluice._durations import parse_duration
 from sluice.dataflow.sinks import SinkRow
 from sluice.errors import ConfigError
-from sluice.sinks._errors import SinkError
+from sluice.sinks._errors import SinkError, SinkUnavailableError
 from sluice.sinks._schema import (
     Column,
     Kind,
@@ -41,6 +41,12 @@ _SQL_TYPES: dict[Kind, str] = {
     "bytes": "BLOB",
     "any": "",
 }
+# SQLite's primary result codes that say the database, not the record, is at fault: busy or
+# locked by another connection, out of memory, read-only file, I/O error, disk full,
+# cannot open, lock protocol error
+_UNAVAILABLE_CODES = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+# codes after which the connection is reopened: the file may have been replaced or remounted
+_REOPEN_CODES = frozenset({8, 10, 14})
 _INT = re.compile(r"^(INTEGER|INT|BIGINT|SMALLINT|TINYINT|MEDIUMINT|INT2|INT4|INT8|UNSIGNED BIG INT)\b")
 
 
@@ -60,6 +66,22 @@ def _kind_of_declared(declared: str) -> Kind:
     if t.startswith("BLOB"):
         return "bytes"
     return "any"
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database is unavailable (locked, disk full, I/O error), not a row at fault.
+
+    Example:
+        >>> import sqlite3
+        >>> locked = sqlite3.OperationalError("database is locked")
+        >>> locked.sqlite_errorcode = 5
+        >>> unavailable(locked), unavailable(sqlite3.IntegrityError("NOT NULL constraint failed"))
+        (True, False)
+    """
+    if isinstance(exc, OSError):
+        return True
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(exc, sqlite3.Error) and code is not None and code & 0xFF in _UNAVAILABLE_CODES
 
 
 def quote(name: str) -> str:
@@ -146,7 +168,7 @@ class SqliteSink:
             conn.execute("PRAGMA synchronous=FULL")
         except (OSError, sqlite3.Error) as exc:
             msg = f"sqlite: cannot open {self.path}: {type(exc).__name__}: {exc}"
-            raise SinkError(msg) from exc
+            raise (SinkUnavailableError if unavailable(exc) else SinkError)(msg) from exc
         self._conn, self._pid = conn, os.getpid()
         return conn
 
@@ -234,6 +256,9 @@ class SqliteSink:
         Raises:
             SinkRowError: a record does not fit the table (the message names it); nothing
                 of the batch was written.
+            SinkUnavailableError: the database is locked by another connection past
+                ``timeout``, the disk is full, or the file cannot be read or written (an
+                I/O error): no row is at fault, the batch can be written again later.
             SinkError: SQLite refused the batch (nothing of it was written).
         """
         if not rows:
@@ -245,6 +270,8 @@ class SqliteSink:
                 try:
                     shape = self._shape = self._open_table(conn, rows)
                 except sqlite3.Error as exc:
+                    if unavailable(exc):
+                        raise self._unavailable(exc, len(rows)) from exc
                     msg = f"sqlite table {self.table!r} in {self.path}: cannot read or create it: {describe(exc)}"
                     raise SinkError(msg) from exc
             tuples, cols = shape.check(rows)
@@ -265,6 +292,8 @@ class SqliteSink:
                         conn.execute("ROLLBACK")
                     raise
             except (sqlite3.Error, OverflowError, TypeError, ValueError) as exc:
+                if unavailable(exc):
+                    raise self._unavailable(exc, len(rows)) from exc
                 if "no such table" in str(exc) or "no column named" in str(exc):
                     # the table changed under us: look at it again on the next write
                     self._shape = None
@@ -272,3 +301,17 @@ class SqliteSink:
                     f"sqlite table {self.table!r} in {self.path}: writing {len(rows)} rows failed, "
                     f"nothing written: {describe(exc)}"
                 ) from exc
+
+    def _unavailable(self, exc: BaseException, rows: int) -> SinkUnavailableError:
+        """The error for a database that cannot be written now; reopens the file next time when useful."""
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _REOPEN_CODES and self._conn is not None:
+            conn, self._conn = self._conn, None
+            if self._pid == os.getpid():
+                try:
+                    conn.close()
+                except sqlite3.Error:
+                    logger.debug("sqlite: closing %s after an I/O error failed", self.path, exc_info=True)
+        return SinkUnavailableError(
+            f"sqlite table {self.table!r} in {self.path}: the database is unavailable, "
+            f"{rows} rows not written: {describe(exc)}"
+        )

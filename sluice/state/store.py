@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ __all__ = ["PartitionStore"]
 _STATE, _INDEX, _META = b"s", b"i", b"m"
 _BIAS = 1 << 63  # close times as unsigned big-endian: byte order == time order, negatives included
 CHECKPOINT = "checkpoint"
+#: index entries read per chunk when stream time closes groups: memory stays bounded however many close
+DUE_CHUNK = 2_000
 
 
 def _index_key(close: int, key: bytes) -> bytes:
@@ -97,24 +100,38 @@ class PartitionStore:
             batch.put(_META, str(stream_time).encode())
         self._db.write(batch)
 
-    def due(self, stream_time: int) -> list[tuple[int, bytes]]:
-        """``(close time, group key)`` of every group with something that closes at ``stream_time``."""
-        out: list[tuple[int, bytes]] = []
-        it = self._db.iter()
-        it.seek(_INDEX if self._due_floor is None else _index_key(self._due_floor, b""))
+    def due(self, stream_time: int, chunk: int = DUE_CHUNK) -> Iterator[list[tuple[int, bytes]]]:
+        """``(close time, group key)`` of every group with something that closes at ``stream_time``.
+
+        In close-time order, in lists of at most ``chunk``: a jump of stream time that
+        closes millions of windows never holds them all in memory. Each chunk is read by
+        a new seek past the previous one, so the caller may write between chunks (close
+        groups, move their index entries); an entry moved ahead of the scan within
+        ``stream_time`` is listed again.
+        """
+        start = _INDEX if self._due_floor is None else _index_key(self._due_floor, b"")
         limit = stream_time + _BIAS
-        while it.valid():
-            raw = it.key()
-            if not raw.startswith(_INDEX):
+        while True:
+            out: list[tuple[int, bytes]] = []
+            it = self._db.iter()
+            it.seek(start)
+            while it.valid() and len(out) < chunk:
+                raw = it.key()
+                if not raw.startswith(_INDEX):
+                    break
+                close = struct.unpack(">Q", raw[1:9])[0]
+                if close > limit:
+                    break
+                out.append((close - _BIAS, raw[9:]))
+                it.next()
+            del it
+            if out:
+                yield out
+            if len(out) < chunk:
                 break
-            close = struct.unpack(">Q", raw[1:9])[0]
-            if close > limit:
-                break
-            out.append((close - _BIAS, raw[9:]))
-            it.next()
-        del it
+            close, key = out[-1]
+            start = _index_key(close, key) + b"\x00"  # the smallest key after the last one listed
         self._due_floor = stream_time + 1
-        return out
 
     def close(self, checkpoint: int | None) -> None:
         """Flush and close; ``checkpoint``: the changelog end offset the files now match (None: unclean)."""

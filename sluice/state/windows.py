@@ -65,19 +65,27 @@ def _ms(value: str | timedelta, name: str) -> int:
     return round(parse_duration(value, name) * 1000)
 
 
+#: how far past the wall clock a record's timestamp may be (ms) unless window(max_future=...) says
+DEFAULT_MAX_FUTURE = 3_600_000
+
+
 @dataclass(frozen=True)
 class Windows:
     """A window definition in milliseconds (``size`` is the gap for sessions).
 
+    ``max_future``: records whose timestamp is further past the wall clock are refused
+    (None: no limit).
+
     Example:
         >>> Windows.parse(hopping="5m", step="1m", grace="10s")
-        Windows(kind='hopping', size=300000, step=60000, grace=10000)
+        Windows(kind='hopping', size=300000, step=60000, grace=10000, max_future=3600000)
     """
 
     kind: WindowKind
     size: int
     step: int
     grace: int
+    max_future: int | None = DEFAULT_MAX_FUTURE
 
     @classmethod
     def parse(
@@ -89,6 +97,7 @@ class Windows:
         sliding: str | timedelta | None = None,
         session: str | timedelta | None = None,
         grace: str | timedelta = "0s",
+        max_future: str | timedelta | None = f"{DEFAULT_MAX_FUTURE}ms",
     ) -> Windows:
         given = {
             k: v
@@ -124,7 +133,8 @@ class Windows:
             raise ConfigError(msg)
         else:
             advance = size
-        return cls(kind, size, advance, _ms(grace, "window: grace"))  # type: ignore[arg-type]
+        future = None if max_future is None else _ms(max_future, "window: max_future")
+        return cls(kind, size, advance, _ms(grace, "window: grace"), future)  # type: ignore[arg-type]
 
 
 class GroupLogic:

@@ -303,3 +303,82 @@ def test_per_user_counts_by_window(kafka, topic_factory, tmp_path, monkeypatch):
     counts = {(v["key"], v["start"]): v["value"] for v in got}
     assert len(counts) == len(got), "a window was reported twice"
     assert counts == dict(expected)
+
+
+@pytest.mark.parametrize("repartition", [False, True], ids=["record-key", "key_by"])
+def test_a_record_far_in_the_future_is_dead_lettered_and_later_records_count_in_their_windows(
+    kafka, topic_factory, tmp_path, repartition
+):
+    import time
+
+    src = topic_factory(partitions=1)
+    out, dlq = f"out-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    now = int(time.time() * 1000)
+    base = now - now % 10_000 - 120_000  # two minutes ago, on a window boundary
+    stream = [("u", base + i * 1_000) for i in range(20)]  # two 10 s windows of ten records
+    future = ("u", now + 5 * 3_600_000)  # a producer clock five hours ahead
+    flush = ("flush", now + 1_800_000)  # within max_future: closes every window of the data
+
+    def stamped(user: str, ts: int, i: int) -> tuple[bytes, bytes]:
+        return (user.encode(), orjson.dumps({"user": user, "ts": ts, "i": i}))
+
+    records = [stamped(u, ts, i) for i, (u, ts) in enumerate(stream[:10])]
+    records.append(stamped(*future, -1))
+    records += [stamped(u, ts, i) for i, (u, ts) in enumerate(stream[10:], start=10)]
+    records.append(stamped(*flush, 99))
+    kafka.produce(src, records)
+
+    app = make_app(kafka, tmp_path)
+    app.on_error(retries=0, dead_letter=dlq)
+    # event time from the payload (a device's clock): the broker checks only the Kafka timestamp
+    stream_ = app.stream(src, timestamp=lambda e: e["ts"])
+    if repartition:  # through the repartition topic, whose records carry the event time
+        stream_ = stream_.key_by(lambda e: e["user"])
+    stream_.window(tumbling="10s", max_future="1h").count(name="per-10s").final().to(out)
+    internal_topics(kafka, app, "per-10s", out, dlq)
+    with running(app) as outcome:
+        got = values(kafka.drain(out, expected=2, timeout=60))
+        dead = kafka.drain(dlq, expected=1, timeout=30)
+        assert "error" not in outcome
+
+    assert {(v["start"], v["value"]) for v in got} == {(base, 10), (base + 10_000, 10)}
+    assert len(dead) == 1 and orjson.loads(dead[0].value)["i"] == -1
+    headers = dict(dead[0].headers)
+    assert headers["sluice.error.stage"] == b"process"
+    assert headers["sluice.error.exception"] == b"FutureTimestampError"
+    message = headers["sluice.error.message"].decode()
+    assert "ahead of the wall clock, beyond max_future=3600s" in message, message
+
+
+def test_a_stream_time_jump_closing_thousands_of_windows_reports_each_once_in_chunks(
+    kafka, topic_factory, tmp_path, monkeypatch
+):
+    from sluice.runtime import stateful
+
+    monkeypatch.setattr(stateful, "CLOSE_CHUNK", 100)  # 2,500 windows: 25 chunks, each written back apart
+    src = topic_factory(partitions=1)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    users = [f"u{i:05d}" for i in range(2_500)]
+    kafka.produce(src, [event(u, T0 + i) for i, u in enumerate(users)])
+
+    def build() -> App:
+        app = make_app(kafka, tmp_path, name=name)
+        app.stream(src).window(tumbling="10s").count(name="jump").final().to(out)
+        return app
+
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    app = build()
+    internal_topics(kafka, app, "jump", out)
+    with running(app) as outcome:
+        wait_for(
+            lambda: app.stats and app.stats.records_in >= len(users), what="all counted", outcome=outcome
+        )
+    # a restart: the windows are restored from the changelog, then one record closes them all
+    second = build()
+    with running(second) as outcome:
+        kafka.produce(src, [event("flush", T0 + 3_600_000)])
+        got = values(kafka.drain(out, expected=len(users), timeout=60))
+        assert "error" not in outcome
+    counts = Counter(v["key"] for v in got)
+    assert len(got) == len(users) and set(counts) == set(users), "every window reported once"
+    assert all(v["value"] == 1 for v in got)

@@ -560,3 +560,11 @@ def test_parse_refuses_bad_combinations(kwargs: dict[str, Any], message: str) ->
     with pytest.raises(ConfigError) as info:
         Windows.parse(**kwargs)
     assert message in str(info.value)
+
+
+def test_max_future_defaults_to_an_hour_and_can_be_changed_or_turned_off() -> None:
+    assert Windows.parse(tumbling="1m").max_future == 3_600_000
+    assert Windows.parse(tumbling="1m", max_future="2h").max_future == 7_200_000
+    assert Windows.parse(tumbling="1m", max_future=None).max_future is None
+    with pytest.raises(ConfigError, match="max_future"):
+        Windows.parse(tumbling="1m", max_future="soon")
