@@ -316,7 +316,10 @@ class App:
                 ``"5m"``). Meanwhile the batch is written again with ``backoff``, nothing is
                 dead-lettered and no offset moves past it; once the sink heals the app goes
                 on. Past it the app stops with ``SinkUnavailableError``, committing nothing
-                past the batch.
+                past the batch. The same bound holds for outputs Kafka refuses for a reason
+                of the moment (brokers away longer than ``message.timeout.ms``, too few
+                in-sync replicas, a topic missing for a while): they are produced again, not
+                dead-lettered, and their offsets wait for them.
 
         Returns:
             The policy now in force.

@@ -45,7 +45,8 @@ class ErrorPolicy:
             before the dead-letter topic, e.g. ``(1.0, 30.0, 300.0)``.
         retry_for: seconds a batch is tried again (with the backoff) while a dependency
             is unavailable (``EnvironmentalError``: a sink's database down, read-only or
-            locked, a full disk) before the app stops; no record is dead-lettered for it.
+            locked, a full disk; or Kafka refusing outputs during an outage) before the app
+            stops; no record is dead-lettered for it.
     """
 
     retries: int = 3

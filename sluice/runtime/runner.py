@@ -72,8 +72,6 @@ class RuntimeOptions:
     concurrency: int = 1
     ordering: str = "key"
     exactly_once: bool = False
-    #: seconds a record may be refused by Kafka for reasons of the moment (an outage) before the app stops
-    retry_for: float = 300.0
 
 
 @dataclass
@@ -135,6 +133,7 @@ class Runner:
         self._pacer = Pacer(float(settings.consumer_config().get("max.poll.interval.ms", 300_000)) / 1000)
         self._polled = time.monotonic()  # when the loop last called consume
         self._revocations = 0  # revoke and lost callbacks so far
+        self._stash: list = []  # records polled while a batch waited for a sink
         #: librdkafka's message.max.bytes for the producer: room for the largest source record and its context
         self._max_record_bytes: int | None = None
         self._router: FailureRouter | None = None
@@ -343,8 +342,8 @@ class Runner:
     def _run_claimed(self, topics: list[str]) -> bool:
         self._make_clients()
         assert self.consumer is not None and self.producer is not None
-        retry_for = getattr(self.policy, "retry_for", None) or self.options.retry_for
-        self._collector = RecordCollector(self.producer, retry_for=retry_for)
+        # a record refused for a reason of the moment (an outage) waits as long as a batch for a sink
+        self._collector = RecordCollector(self.producer, retry_for=self.policy.retry_for)
         self._router = FailureRouter(self.name, self.policy, self._collector, self._admin, self._topic_shape)
         self.stats.failures = self._router
         if self.options.exactly_once:
@@ -361,6 +360,8 @@ class Runner:
             app=self.name,
             state_dir=self._slot.directory if self._slot is not None else self.state_dir,
         )
+        executor.keep_alive = self._keep_alive_mid_batch
+        executor.stopping = self._stop.is_set
         self.refusals = Refusals(
             self.name,
             self._collector,
@@ -419,6 +420,8 @@ class Runner:
             revocations = self._revocations
             msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
             self._polled = time.monotonic()
+            if self._stash:  # records a keep-alive poll returned while a batch waited
+                msgs, self._stash = self._stash + msgs, []
             if self.fatal is not None:
                 return
             if msgs:
@@ -529,11 +532,37 @@ class Runner:
         return done
 
     def _keep_membership(self, rest: list) -> list:
-        """Serve ``max.poll.interval.ms`` mid-batch: poll with every partition paused.
+        """Serve ``max.poll.interval.ms`` between two chunks of a batch; return the records left to run.
 
         Rebalance callbacks may run in this poll: the chunks already run are tracked, so a
         revoke commits them; the records left of a partition no longer assigned are dropped
-        (their next owner consumes them). A partition assigned meanwhile starts paused.
+        (their next owner consumes them).
+        """
+        late = self._poll_paused()
+        kept = [m for m in rest if (m.topic(), m.partition()) in self.parts.assigned]
+        if len(kept) != len(rest):
+            logger.info(
+                "%s: %d consumed records of revoked partitions dropped mid-batch",
+                self.name,
+                len(rest) - len(kept),
+            )
+        return kept + late
+
+    def _keep_alive_mid_batch(self) -> None:
+        """The executor's hook while a batch waits for an unavailable sink: stay in the group.
+
+        Records a poll returns meanwhile (a partition assigned in it) wait for the next
+        batch. Exactly-once does not poll here: a revoke would commit the transaction with
+        the half-run batch's outputs but not its offsets.
+        """
+        if self.options.exactly_once or not self._pacer.overdue(time.monotonic() - self._polled):
+            return
+        self._stash.extend(self._poll_paused())
+
+    def _poll_paused(self) -> list:
+        """Poll with every partition paused (the member stays in its group); return records it still gave.
+
+        A partition assigned in this poll starts paused (``_on_assign`` sees ``paused``).
         """
         assert self.consumer is not None
         consumer, parts = self.consumer, self.parts
@@ -542,7 +571,7 @@ class Runner:
             active = [TopicPartition(t, p) for t, p in parts.active()]
             if active:
                 consumer.pause(active)
-            parts.paused = True  # _on_assign pauses what it assigns now
+            parts.paused = True
         try:
             late = consumer.consume(self.settings.max_poll_records, 0)
         finally:
@@ -552,30 +581,26 @@ class Runner:
                 active = [TopicPartition(t, p) for t, p in parts.active()]
                 if active:
                     consumer.resume(active)
-        kept = [m for m in rest if (m.topic(), m.partition()) in parts.assigned]
-        if len(kept) != len(rest):
-            logger.info(
-                "%s: %d consumed records of revoked partitions dropped mid-batch",
-                self.name,
-                len(rest) - len(kept),
-            )
         late = self._still_assigned(late)
         good = [m for m in late if m.error() is None]
         if len(good) != len(late):
             self._on_message_errors([m for m in late if m.error() is not None])
-        return kept + good
+        return good
 
     def _process(self, executor: Executor, msgs: list) -> None:
         """Run one consumed batch through the graph on this thread (concurrency=1)."""
         batch = Batch(len(msgs), self.failed_batches)
         assert self._router is not None
         self._router.start_batch()
+        revocations = self._revocations
         if self._retry_topics:
             msgs = self._run_with_parked(executor, msgs, batch)
         else:
             executor.run(msgs, batch)
         batch.seal()
         next_ = next_offsets(msgs, self._only_topic)
+        if revocations != self._revocations:  # partitions went away while the batch ran (a keep-alive poll)
+            next_ = {tp: o for tp, o in next_.items() if tp in self.parts.assigned}
         self.tracker.add(batch, next_)
         self.committer.consumed(msgs, next_)
 
