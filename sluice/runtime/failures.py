@@ -71,6 +71,11 @@ class DeadLetterOrigin:
     record: str
     #: the consumed partition it came from (what a revoke forgets)
     partition: tuple[str, int]
+    #: what the dead letter was produced with (a delivery report carries neither)
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp: int = 0
+    #: its value was cut to fit the topic already
+    truncated: bool = False
 
 
 class _Unsent:
@@ -292,7 +297,9 @@ class FailureRouter:
             self.dead_letters[(stage, exc_name)] += 1
             verb = f"sent to dead-letter topic {target}"
         batch.expect(1)
-        dead = DeadLetterOrigin(target, where, (msg.topic(), msg.partition()))
+        dead = DeadLetterOrigin(
+            target, where, (msg.topic(), msg.partition()), tuple(headers), ts if ts > 0 else 0
+        )
         self._produce_forced(
             dead,
             batch,

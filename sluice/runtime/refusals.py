@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -41,6 +41,8 @@ from sluice.runtime.tracker import Batch, TopicPartitionKey
 __all__ = ["Refusals"]
 
 logger = logging.getLogger(__name__)
+
+_RECORD_OVERHEAD = 512  # bytes of a record batch and record header, generously
 
 
 class Refusals:
@@ -68,6 +70,20 @@ class Refusals:
         self.waiting: list[_Reproduce] = []
         #: set when a refusal stops the app
         self.fatal: SluiceError | None = None
+        self._limits: dict[str, int] = {}  # max.message.bytes per topic
+
+    def _limit(self, topic: str) -> int:
+        limit = self._limits.get(topic)
+        if limit is None:
+            limit = self._limits[topic] = self.admin.max_message_bytes(topic, self.producer_config)
+        return limit
+
+    def _fits(self, source: object, out: Any) -> bool:
+        """``out`` alone is well within its topic's record size limit."""
+        headers, _ts = _produced_with(source)
+        size = len(out.value() or b"") + len(out.key() or b"")
+        size += sum(len(k) + len(v or b"") for k, v in headers or ())
+        return size + _RECORD_OVERHEAD <= self._limit(out.topic())
 
     def forget(self, partitions: set[TopicPartitionKey]) -> None:
         """Drop the waiting records of revoked or lost partitions (their next owner redoes them)."""
@@ -99,6 +115,10 @@ class Refusals:
         """One refused record: environmental refusals are produced again, record-level ones dead-lettered."""
         assert self.router is not None and self.executor is not None and self.collector is not None
         kind = classify(err)
+        if too_large(err) and self._fits(source, out):
+            # refused with a larger record it was batched with (the broker refuses whole
+            # batches): not this record's fault; alone, it goes through
+            kind = "environmental"
         dead = isinstance(source, DeadLetterOrigin)
         what = f"the dead letter of record {source.record}" if dead else f"an output of {_where(source)}"
         if kind == "environmental":
@@ -127,9 +147,9 @@ class Refusals:
         if dead:
             assert isinstance(source, DeadLetterOrigin)
             fitted = None
-            if too_large(err) and not _has_header(out, TRUNCATED_HEADER):
-                limit = self.admin.max_message_bytes(out.topic(), self.producer_config)
-                fitted = truncate_to_fit(out.value(), out.key(), list(out.headers() or ()), limit)
+            if too_large(err) and not source.truncated:
+                limit = self._limit(out.topic())
+                fitted = truncate_to_fit(out.value(), out.key(), list(source.headers), limit)
             if fitted is None:
                 raise self.router.dead_letter_refused(source, err)
             value, headers = fitted
@@ -142,7 +162,8 @@ class Refusals:
                 len(value or b""),
                 TRUNCATED_HEADER,
             )
-            self._schedule(batch, source, _Rebuilt(out, value, headers), attempt, since, now)
+            cut = replace(source, headers=tuple(headers), truncated=True)
+            self._schedule(batch, cut, _Rebuilt(out, value), attempt, since, now)
             return
         step, policy = self.executor.emitter_for(out.topic())
         self.router.delivery_failed(step, policy, source, err, out, batch, attempt)
@@ -163,7 +184,8 @@ class Refusals:
         self.waiting = [r for r in self.waiting if r.due > now]
         for r in due:
             out, origin = r.out, _Reproduced(r.source, r.attempt, r.since)
-            kwargs: dict[str, Any] = {"timestamp": max(out.timestamp()[1], 0), "headers": out.headers()}
+            headers, timestamp = _produced_with(r.source)
+            kwargs: dict[str, Any] = {"timestamp": timestamp, "headers": headers}
             if out.partition() >= 0:
                 kwargs["partition"] = out.partition()
             try:
@@ -205,10 +227,10 @@ class _Reproduce:
 
 
 class _Rebuilt:
-    """A refused record with a new value and headers (a dead letter cut to fit its topic)."""
+    """A refused record with a new value (a dead letter cut to fit its topic)."""
 
-    def __init__(self, out: Any, value: bytes | None, headers: list[tuple[str, bytes]]) -> None:
-        self._out, self._value, self._headers = out, value, headers
+    def __init__(self, out: Any, value: bytes | None) -> None:
+        self._out, self._value = out, value
 
     def topic(self) -> str:
         return self._out.topic()
@@ -219,14 +241,23 @@ class _Rebuilt:
     def value(self) -> bytes | None:
         return self._value
 
-    def headers(self) -> list[tuple[str, bytes]]:
-        return self._headers
-
     def partition(self) -> int:
         return self._out.partition()
 
-    def timestamp(self) -> tuple[int, int]:
-        return self._out.timestamp()
+
+def _produced_with(source: object) -> tuple[Any, int]:
+    """The headers and timestamp a refused record was produced with: a delivery report has neither.
+
+    An output keeps its source's (``sluice.runtime.executor``: emitters produce with the
+    source message's headers and timestamp); a dead letter's travel in its origin.
+    """
+    if isinstance(source, DeadLetterOrigin):
+        return list(source.headers), source.timestamp
+    try:
+        ts = source.timestamp()[1]  # type: ignore[attr-defined]
+        return source.headers(), ts if ts > 0 else 0  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return None, 0
 
 
 def _partition_of(source: object) -> TopicPartitionKey | None:
@@ -246,7 +277,3 @@ def _where(source: object) -> str:
         return f"{tp[0]}[{tp[1]}]@{source.offset()}"  # type: ignore[attr-defined]
     except (AttributeError, TypeError):
         return f"{tp[0]}[{tp[1]}]"
-
-
-def _has_header(msg: Any, name: str) -> bool:
-    return any(k == name for k, _v in msg.headers() or ())
