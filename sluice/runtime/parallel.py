@@ -149,9 +149,10 @@ class ParallelDispatcher:
             for unit, queue in list(self._units.items()):
                 kept = deque(item for item in queue if item[3] not in partitions)
                 dropped += len(queue) - len(kept)
-                if kept:
+                if kept or unit in self._running:
+                    # a running unit keeps its (maybe empty) queue: its worker takes the next record from it
                     self._units[unit] = kept
-                elif unit not in self._running:
+                else:
                     del self._units[unit]
                     self._queued.discard(unit)
             self._ready = deque(u for u in self._ready if u in self._units)

@@ -576,6 +576,8 @@ class Runner:
             late = consumer.consume(self.settings.max_poll_records, 0)
         finally:
             self._polled = time.monotonic()
+            if self.metrics is not None:
+                self.metrics.last_loop = self._polled  # /healthz: the loop is waiting, not stuck
             if not was_paused:
                 parts.paused = False
                 active = [TopicPartition(t, p) for t, p in parts.active()]
