@@ -92,8 +92,8 @@ def build(code: str) -> App:
 # what the peer's code reads and writes, as the peer spells it
 PEER_IO = {
     "kafka-python": (r'KafkaConsumer\(\s*"([^"]+)"', r'producer\.send\(\s*"([^"]+)"'),
-    "Faust": (r'events = app\.topic\("([^"]+)"', r'_out = app\.topic\(\s*"([^"]+)"'),
-    "Quix Streams": (r'events = app\.topic\("([^"]+)"', r'_out = app\.topic\("([^"]+)"'),
+    "Faust": (r'events = app\.topic\(\s*"([^"]+)"', r'_out = app\.topic\(\s*"([^"]+)"'),
+    "Quix Streams": (r'events = app\.topic\(\s*"([^"]+)"', r'_out = app\.topic\(\s*"([^"]+)"'),
 }
 
 
