@@ -6,7 +6,7 @@ KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down secure-broker-up secure-broker-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down secure-broker-up secure-broker-down postgres-up postgres-down demo docs docs-serve test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -52,10 +52,20 @@ postgres-down:
 demo: broker-up
 	$(PY) -m examples.demo
 
-# The benchmark harness smoke run, then the whole suite against a real broker;
+# The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link, reference or
+# docstring warning fails it. Offline: no web fonts, nothing fetched at build time.
+MKDOCS := NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs
+docs: setup
+	$(MKDOCS) build --strict
+
+docs-serve: setup
+	$(MKDOCS) serve
+
+# The docs build, the benchmark harness smoke run, then the whole suite against a real broker;
 # brokers and PostgreSQL are stopped even when tests fail. pytest exit 5 (no tests) fails too.
 test: setup jars
 	$(VENV)/bin/ruff check .
+	$(MKDOCS) build --strict
 	@$(KAFKACTL) up && \
 	$(PY) -m benchmarks.bench --smoke && \
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save && \
