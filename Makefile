@@ -4,9 +4,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
+REGISTRYCTL := $(PY) tools/registry/registryctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down registry-up registry-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -35,6 +36,14 @@ cluster-up: setup jars
 cluster-down:
 	@test -x $(PY) && $(KAFKACTL) cluster-down || true
 
+# A Confluent-compatible Schema Registry (Apicurio, in-memory) on 127.0.0.1:8081, built by Maven on first use;
+# its URL is written to .registry/url (SLUICE_REGISTRY_PORT moves it)
+registry-up: setup
+	$(REGISTRYCTL) up
+
+registry-down:
+	@test -x $(PY) && $(REGISTRYCTL) down || true
+
 # A throwaway PostgreSQL on 127.0.0.1:25432 (installed from Debian packages when missing; data in .postgres/)
 postgres-up:
 	$(PGCTL) up
@@ -54,7 +63,7 @@ test: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save && \
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	$(KAFKACTL) cluster-down; $(KAFKACTL) down; $(PGCTL) down; \
+	$(KAFKACTL) cluster-down; $(REGISTRYCTL) down; $(KAFKACTL) down; $(PGCTL) down; \
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
 	[ $$rc -eq 0 ] && [ $$bench -eq 0 ]
 
@@ -99,5 +108,5 @@ bench-smoke: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save
 
-clean: broker-down cluster-down
-	rm -rf $(VENV) tools/kafka/target .kafka
+clean: broker-down cluster-down registry-down
+	rm -rf $(VENV) tools/kafka/target .kafka tools/registry/target .registry
