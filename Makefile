@@ -6,8 +6,9 @@ KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
 REGISTRYCTL := $(PY) tools/registry/registryctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
+REGISTRY_STAMP := tools/registry/target/.built
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down registry-up registry-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars registry broker-up broker-down cluster-up cluster-down registry-up registry-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -38,7 +39,13 @@ cluster-down:
 
 # A Confluent-compatible Schema Registry (Apicurio, in-memory) on 127.0.0.1:8081, built by Maven on first use;
 # its URL is written to .registry/url (SLUICE_REGISTRY_PORT moves it)
-registry-up: setup
+registry: $(REGISTRY_STAMP)
+
+$(REGISTRY_STAMP): tools/registry/pom.xml $(shell find tools/registry/src -type f 2>/dev/null) | setup
+	$(REGISTRYCTL) fetch
+	@touch $@
+
+registry-up: setup registry
 	$(REGISTRYCTL) up
 
 registry-down:
@@ -56,7 +63,7 @@ demo: broker-up
 
 # The benchmark harness smoke run, then the whole suite against a real broker;
 # brokers and PostgreSQL are stopped even when tests fail. pytest exit 5 (no tests) fails too.
-test: setup jars
+test: setup jars registry
 	$(VENV)/bin/ruff check .
 	@$(KAFKACTL) up && \
 	$(PY) -m benchmarks.bench --smoke && \

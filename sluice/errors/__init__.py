@@ -12,8 +12,10 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "DeserializationError",
+    "EnvironmentalError",
     "KafkaUnavailableError",
     "RecordError",
+    "SchemaRegistryUnavailable",
     "SerializationError",
     "SinkError",
     "SinkRowError",
@@ -38,6 +40,22 @@ class TopicNotFoundError(SluiceError):
 
 class KafkaUnavailableError(SluiceError):
     """The brokers could not be reached in time."""
+
+
+class EnvironmentalError(SluiceError):
+    """A dependency is unavailable; the record is not at fault.
+
+    Such an error is never dead-lettered or skipped: the record is retried, and
+    nothing at or after it is committed until the dependency answers again.
+
+    Example:
+        >>> issubclass(SchemaRegistryUnavailable, EnvironmentalError)
+        True
+    """
+
+
+class SchemaRegistryUnavailable(EnvironmentalError):
+    """The Schema Registry could not be reached (refused, timed out, HTTP 5xx) or refused the credentials."""
 
 
 class DeserializationError(SluiceError):

@@ -24,7 +24,7 @@ from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
-from sluice.errors import ConfigError, SinkUnavailableError
+from sluice.errors import ConfigError, EnvironmentalError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.runtime.async_bridge import AsyncBridge, is_async
@@ -80,8 +80,10 @@ class _Emitter:
         self.writes_json = value_spec == "json"
         #: None: the values reaching this step are already the bytes to write (map_batch's NDJSON lines)
         self.serialize: Callable[[Any], Any] | None = serializer(value_spec)
-        if step.keyed:
-            self.key_serialize: Callable[[Any], Any] | None = key_serializer
+        if step.key is not None:
+            self.key_serialize: Callable[[Any], Any] | None = serializer(step.key, "key")
+        elif step.keyed:
+            self.key_serialize = key_serializer
         else:
             self.key_serialize = None if source.key == "bytes" else serializer(source.key, "key")
         self.produce = produce
@@ -123,6 +125,9 @@ class _Emitter:
         """``record`` (already expected by ``batch``) was not produced: wait for room, or the failure policy."""
         if isinstance(exc, BufferError):
             self._produce_one(record, batch)
+        elif isinstance(exc, EnvironmentalError):
+            batch.settle()
+            raise exc  # the registry is down, not this record at fault: never dead-lettered
         else:
             batch.settle()
             self._failed(index, record, exc, batch)
@@ -263,6 +268,8 @@ class _SourcePlan:
             raw = (m.value(), m.key(), m)
             try:
                 per_record.append(self._deserialize(raw))
+            except EnvironmentalError:
+                raise  # the registry is down, not this record at fault: asking again per record only waits longer
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 per_record.append(None)
                 failures.append((index, raw, exc))

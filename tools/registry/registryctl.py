@@ -55,14 +55,19 @@ def url() -> str:
 
 
 def fetch() -> None:
-    """Build the registry with Maven (once; a second call is a no-op)."""
+    """Build the registry with Maven (once; again only when its pom or sources changed)."""
+    sources = [HERE / "pom.xml", *(p for p in (HERE / "src").rglob("*") if p.is_file())]
     if RUNNER.exists() and (TARGET / "lib").is_dir():
-        return
+        built = RUNNER.stat().st_mtime
+        if all(p.stat().st_mtime <= built for p in sources):
+            return
     if shutil.which("mvn") is None:
         raise RegistryCtlError(
             "Maven (mvn) is not installed: it is needed to build the Schema Registry; install it (apt-get install maven)"
         )
-    print("building the Schema Registry with Maven (first run only, about 130 MB of jars)...", file=sys.stderr)
+    print(
+        "building the Schema Registry with Maven (first run only, about 130 MB of jars)...", file=sys.stderr
+    )
     proc = subprocess.run(
         ["mvn", "-q", "-B", "package", "-DskipTests"], cwd=HERE, capture_output=True, text=True
     )
@@ -135,7 +140,9 @@ def _wait_ready(timeout: float = START_TIMEOUT_S) -> None:
     while not _answers():
         if _read_pid() is None:
             print(_log_tail(), file=sys.stderr)
-            raise RegistryCtlError(f"the Schema Registry exited during startup (log: {LOG_FILE}; last lines above)")
+            raise RegistryCtlError(
+                f"the Schema Registry exited during startup (log: {LOG_FILE}; last lines above)"
+            )
         if time.monotonic() > deadline:
             print(_log_tail(), file=sys.stderr)
             raise RegistryCtlError(
@@ -172,7 +179,12 @@ def up() -> str:
     env.pop("CLASSPATH", None)
     with open(LOG_FILE, "ab") as log:
         proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
         )
     PID_FILE.write_text(str(proc.pid))
     _wait_ready()
