@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import threading
@@ -316,12 +317,27 @@ def _is_message_class(obj: Any) -> bool:
 
 
 class _Decoder:
-    __slots__ = ("_ctx", "_fmt", "_inner")
+    """Decodes one topic's records; Avro records of a known, rule-free schema id skip the client's per-record work.
+
+    The first record of each schema id goes through confluent-kafka's deserializer
+    (fetching and checking the schema, raising for unknown ids); after it, when that
+    schema has no data-contract rules and no references, records of the id are read by
+    fastavro directly with the same writer and reader schemas, which is what the
+    deserializer does for them minus its per-record subject, rule and tag bookkeeping.
+    """
+
+    __slots__ = ("_ctx", "_fast", "_fmt", "_inner", "_read", "_reader")
 
     def __init__(self, fmt: RegistryFormat) -> None:
         self._fmt = fmt
         self._inner: Any = None
         self._ctx: Any = None
+        #: schema id -> (parsed writer schema, parsed reader schema or None), or None: not eligible
+        self._fast: dict[int, tuple[Any, Any] | None] | None = (
+            {} if fmt.kind == "avro" and not fmt.settings.get("use.latest.version") else None
+        )
+        self._reader: Any = None
+        self._read: Any = None
 
     @property
     def __name__(self) -> str:
@@ -330,24 +346,57 @@ class _Decoder:
     def __call__(self, data: bytes | None) -> Any:
         if data is None:
             return None
+        fast = self._fast
+        if fast is not None and len(data) > 5 and data[0] == 0:
+            plan = fast.get(int.from_bytes(data[1:5], "big"))
+            if plan is not None:
+                try:
+                    return self._read(io.BytesIO(data[5:]), plan[0], plan[1], False)
+                except Exception as exc:  # translated: the bytes do not match their schema
+                    raise _translate(exc, self._fmt, data, reading=True) from exc
         inner = self._inner
         if inner is None:
             inner = self._inner = self._fmt.built("reader", self._fmt._build_reader)
             self._ctx = self._fmt._context()
         try:
-            return inner(data, self._ctx)
+            value = inner(data, self._ctx)
         except Exception as exc:  # translated: environmental, or a record that does not decode
             raise _translate(exc, self._fmt, data, reading=True) from exc
+        if fast is not None and (sid := _schema_id(data)) is not None and sid not in fast:
+            fast[sid] = self._plan(sid)
+        return value
+
+    def _plan(self, sid: int) -> tuple[Any, Any] | None:
+        from fastavro import schemaless_reader
+
+        writer = _plain_avro(_client(self._fmt.settings).get_schema(sid))
+        if writer is None:
+            return None
+        self._read = schemaless_reader
+        if self._fmt.schema is not None and self._reader is None:
+            self._reader = _parse_avro(self._fmt._schema_text())
+        return writer, self._reader
 
 
 class _Encoder:
-    __slots__ = ("_ctx", "_fmt", "_inner", "_message")
+    """Encodes one topic's values; Avro values skip the client's per-record work once the schema id is known.
+
+    The first value goes through confluent-kafka's serializer (registering or looking
+    up the schema); after it, when the schema has no data-contract rules and no
+    references, values are written as the same 5-byte header plus fastavro's encoding
+    with the same schema, as the serializer does minus its per-record bookkeeping.
+    """
+
+    __slots__ = ("_ctx", "_fast", "_fmt", "_inner", "_message", "_write")
 
     def __init__(self, fmt: RegistryFormat) -> None:
         self._fmt = fmt
         self._inner: Any = None
         self._ctx: Any = None
         self._message = fmt.schema if fmt.kind == "protobuf" else None
+        #: (5-byte header, parsed schema) once known; False: not eligible
+        self._fast: tuple[bytes, Any] | bool | None = None if fmt.kind == "avro" else False
+        self._write: Any = None
 
     @property
     def __name__(self) -> str:
@@ -356,6 +405,16 @@ class _Encoder:
     def __call__(self, value: Any) -> bytes | None:
         if value is None:
             return None
+        fast = self._fast
+        if fast:
+            header, parsed = fast  # type: ignore[misc]
+            out = io.BytesIO()
+            out.write(header)
+            try:
+                self._write(out, parsed, value)
+            except Exception as exc:  # translated: the value does not fit the schema
+                raise _translate(exc, self._fmt, value, reading=False) from exc
+            return out.getvalue()
         inner = self._inner
         if inner is None:
             inner = self._inner = self._fmt.built("writer", self._fmt._build_writer)
@@ -365,9 +424,50 @@ class _Encoder:
                 from google.protobuf.json_format import ParseDict
 
                 value = ParseDict(value, self._message())
-            return inner(value, self._ctx)
+            data = inner(value, self._ctx)
         except Exception as exc:  # translated: environmental, or a value that does not fit
             raise _translate(exc, self._fmt, value, reading=False) from exc
+        if fast is None:
+            self._fast = self._plan(data)
+        return data
+
+    def _plan(self, data: bytes) -> tuple[bytes, Any] | bool:
+        from fastavro import schemaless_writer
+
+        self._write = schemaless_writer
+        sid = _schema_id(data)
+        if sid is None:
+            return False
+        fmt = self._fmt
+        registered = _plain_avro(_client(fmt.settings).get_schema(sid))
+        if registered is None:
+            return False
+        if fmt.schema is not None and not fmt.settings.get("use.latest.version"):
+            # the serializer writes with the schema it was given, which the id stands for
+            return data[:5], _parse_avro(fmt._schema_text())
+        return data[:5], registered
+
+
+def _plain_avro(schema: Any) -> Any:
+    """The parsed form of a registered Avro schema the fast path may use, else None.
+
+    Not: schemas with data-contract rules (they run per record), with references
+    (named types resolved through the registry), or of type ``bytes`` (which the
+    confluent serializers write raw).
+    """
+    if getattr(schema, "rule_set", None) or getattr(schema, "references", None) or not schema.schema_str:
+        return None
+    parsed = _parse_avro(schema.schema_str)
+    if parsed == "bytes" or (isinstance(parsed, dict) and parsed.get("type") == "bytes"):
+        return None
+    return parsed
+
+
+def _parse_avro(text: str | None) -> Any:
+    from fastavro import parse_schema
+
+    # a fresh name table per schema: two versions of one record name must not collide
+    return parse_schema(orjson.loads(text or "null"), named_schemas={})
 
 
 def _schema_id(data: Any) -> int | None:

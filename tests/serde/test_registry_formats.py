@@ -20,7 +20,7 @@ from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSe
 from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer, ProtobufSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from sluice import App, SchemaRegistryUnavailable
+from sluice import App, SchemaRegistryUnavailable, SerializationError
 from tests.apps import running, wait_for
 from tests.serde._proto import Order
 
@@ -320,3 +320,31 @@ def test_unreachable_registry_is_environmental_nothing_dead_lettered_nothing_com
     topics = kafka.admin.list_topics(timeout=10).topics
     assert dlq not in topics or kafka.end_offsets(dlq)[0] == 0, "nothing dead-lettered"
     assert kafka.end_offsets(out)[0] == 0
+
+
+def test_avro_fast_path_writes_and_reads_exactly_what_confluent_kafka_does(registry_url, registry_client):
+    """After the first record of a schema id, sluice skips the client's per-record work: same bytes, same values."""
+    from sluice.serde import RegistryFormat
+    from sluice.serde.registry import registry_settings
+
+    topic = f"fast-{uuid.uuid4().hex[:8]}"
+    settings = registry_settings({"url": registry_url})
+    v2 = {
+        **ORDER_AVRO,
+        "fields": [*ORDER_AVRO["fields"], {"name": "note", "type": ["null", "string"], "default": None}],
+    }
+    encode = RegistryFormat("avro", topic, "value", settings, ORDER_AVRO).serializer()
+    reference = AvroSerializer(registry_client, orjson.dumps(ORDER_AVRO).decode())
+    ours = [encode(order(i)) for i in range(50)]
+    assert ours == [reference(order(i), value_ctx(topic)) for i in range(50)]
+
+    write_v2 = AvroSerializer(registry_client, orjson.dumps(v2).decode())
+    mixed = ours + [write_v2({**order(i), "note": f"n{i}"}, value_ctx(topic)) for i in range(50, 100)]
+    for reader_schema in (None, v2):
+        decode = RegistryFormat("avro", topic, "value", settings, reader_schema).deserializer()
+        reference_reader = AvroDeserializer(
+            registry_client, None if reader_schema is None else orjson.dumps(reader_schema).decode()
+        )
+        assert [decode(d) for d in mixed] == [reference_reader(d, value_ctx(topic)) for d in mixed]
+    with pytest.raises(SerializationError, match=r"could not be written as value='avro'"):
+        encode({"id": "not a long", "customer": "c", "amount": 1.0})
