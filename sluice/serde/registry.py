@@ -144,8 +144,22 @@ def bind_format(
 
 def _redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        k: ("***" if ("auth" in k or "password" in k or "secret" in k) else v) for k, v in settings.items()
+        k: ("***" if ("auth" in k or "password" in k or "secret" in k) else _safe_url(v) if k == "url" else v)
+        for k, v in settings.items()
     }
+
+
+def _safe_url(url: Any) -> Any:
+    """``url`` without a ``user:password@`` part, for messages.
+
+    Example:
+        >>> _safe_url("http://me:secret@registry:8081/apis/ccompat/v7")
+        'http://***@registry:8081/apis/ccompat/v7'
+    """
+    if not isinstance(url, str) or "@" not in url:
+        return url
+    scheme, sep, rest = url.rpartition("://")
+    return f"{scheme}{sep}***@{rest.split('@', 1)[1]}"
 
 
 _clients: dict[str, Any] = {}
@@ -191,8 +205,8 @@ class RegistryFormat:
     kind: RegistryKind
     topic: str
     field: Literal["value", "key"]
-    settings: Mapping[str, Any]
-    schema: Any = None
+    settings: Mapping[str, Any] = dc_field(repr=False)  # may hold credentials
+    schema: Any = dc_field(default=None, repr=False)
     _built: dict[str, Any] = dc_field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -483,7 +497,7 @@ def _translate(exc: Exception, fmt: RegistryFormat, data: Any, reading: bool) ->
     from confluent_kafka.schema_registry.common._httpx_compat import httpx
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    url = fmt.settings.get("url")
+    url = _safe_url(fmt.settings.get("url"))
     where = f"{fmt.field}={fmt.kind!r} on topic {fmt.topic!r}"
     if isinstance(exc, httpx.TransportError):
         return SchemaRegistryUnavailable(

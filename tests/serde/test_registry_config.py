@@ -62,13 +62,25 @@ def test_schema_is_only_for_registry_formats_and_must_fit():
 
 
 def test_bad_registry_settings_fail_when_the_app_is_defined():
-    with pytest.raises(ConfigError, match=r"has no 'url'"):
+    with pytest.raises(ConfigError, match=r"has no 'url'") as missing:
         App("doc", schema_registry={"basic.auth.user.info": "me:secret"})
+    assert "secret" not in str(missing.value), "credentials never appear in errors"
     with pytest.raises(ConfigError, match=r"is not a strategy"):
         App("doc", schema_registry={"url": URL, "subject.name.strategy": "topic-name"})
     app = App("doc", schema_registry={"url": URL, "no.such.option": 1})
     with pytest.raises(ConfigError, match=r"refused by the registry client"):
         app.stream("a", value="avro")
+
+
+def test_credentials_stay_out_of_reprs_and_messages():
+    with_auth = {"url": URL, "basic.auth.user.info": "me:pw2"}
+    assert "pw" not in repr(App("doc", schema_registry=with_auth).stream("o", value="avro").source.value)
+    settings = {"url": "http://me:pw1@127.0.0.1:1", "max.retries": 0}
+    source = App("doc", schema_registry=settings).stream("orders", value="avro").source
+    assert "pw" not in repr(source.value)
+    with pytest.raises(SchemaRegistryUnavailable) as down:
+        deserializer(source.value)(b"\x00\x00\x00\x00\x01\x02")
+    assert "pw" not in str(down.value) and "http://***@127.0.0.1:1" in str(down.value)
 
 
 def test_registry_formats_keep_tombstones_and_name_their_step():
