@@ -8,7 +8,7 @@ REGISTRYCTL := $(PY) tools/registry/registryctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 REGISTRY_STAMP := tools/registry/target/.built
 
-.PHONY: setup jars registry broker-up broker-down cluster-up cluster-down registry-up registry-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars registry broker-up broker-down cluster-up cluster-down registry-up registry-down postgres-up postgres-down demo demo-registry test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -60,6 +60,10 @@ postgres-down:
 
 demo: broker-up
 	$(PY) -m examples.demo
+
+# Avro orders through the Schema Registry: a confluent-kafka producer, a sluice app, a confluent-kafka consumer
+demo-registry: broker-up registry-up
+	$(PY) -m examples.avro_orders
 
 # The benchmark harness smoke run, then the whole suite against a real broker;
 # brokers and PostgreSQL are stopped even when tests fail. pytest exit 5 (no tests) fails too.
