@@ -234,8 +234,11 @@ class RegistryFormat:
             what = "an Avro schema" if self.kind == "avro" else "a JSON Schema"
             msg = f"{where}: schema= must be {what} as a JSON string or a dict, got {type(self.schema).__name__}"
             raise ConfigError(msg)
-        if writing and self.kind == "avro" and self.schema is None and self.subject is None:
-            msg = f"{where} needs schema= with a subject.name.strategy other than 'topic'"
+        if writing and self.kind != "protobuf" and self.schema is None and self.subject is None:
+            msg = (
+                f"{where} needs schema=: without it the latest schema registered for the subject is "
+                f"written, and only the 'topic' subject.name.strategy names that subject before a record exists"
+            )
             raise ConfigError(msg)
 
     # ------------------------------------------------------------------ serde functions

@@ -61,6 +61,13 @@ def test_schema_is_only_for_registry_formats_and_must_fit():
         app.stream("b", value="avro", schema=42)
 
 
+def test_writing_the_latest_schema_needs_the_topic_strategy():
+    app = App("doc", schema_registry={"url": URL, "subject.name.strategy": "record"})
+    with pytest.raises(ConfigError, match=r"needs schema=: without it the latest schema"):
+        app.stream("a").to("out", value="avro")
+    app.stream("b").to("out2", value="avro", schema={"type": "record", "name": "R", "fields": []})
+
+
 def test_bad_registry_settings_fail_when_the_app_is_defined():
     with pytest.raises(ConfigError, match=r"has no 'url'") as missing:
         App("doc", schema_registry={"basic.auth.user.info": "me:secret"})
