@@ -33,7 +33,7 @@ from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, gen
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
 from sluice.runtime.tracker import Batch
-from sluice.serde import deserializer, key_serializer, serializer
+from sluice.serde import RegistryFormat, deserializer, key_serializer, serializer
 
 __all__ = ["Executor"]
 
@@ -218,8 +218,11 @@ class _SourcePlan:
         self.json_fast_path = source.value == "json" and self.key_deser is None
         #: the only step is a map_batch reading JSON: hand it the raw bytes to read columnar
         self.raw_in = False
-        # a built-in format fails the same way every time: retry without waiting
-        self.deterministic = isinstance(source.value, str) and isinstance(source.key, str)
+        # a built-in format fails the same way every time: retry without waiting (a Schema
+        # Registry format too: an unreachable registry is not a record failure, it raises)
+        self.deterministic = isinstance(source.value, str | RegistryFormat) and isinstance(
+            source.key, str | RegistryFormat
+        )
         value_name = (
             source.value if isinstance(source.value, str) else getattr(source.value, "__name__", "custom")
         )

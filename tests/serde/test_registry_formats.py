@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -261,16 +262,20 @@ def test_records_that_do_not_decode_go_to_the_dead_letter_topic(
     kafka.produce(src, records)
 
     app = make_app(kafka, registry_url)
-    app.on_error(retries=1, backoff="10ms..20ms")
+    # bytes that do not decode never will: retried without the backoff's waits (18 s here)
+    app.on_error(retries=2, backoff="3s..3s")
     app.stream(src, value="avro").to(out, value="json")
     dlq = f"{app.name}.dlq"
     with running(app) as outcome:
-        outputs = kafka.drain(out, expected=N - len(bad))
-        dead = kafka.drain(dlq, expected=len(bad))
+        started = time.monotonic()
         wait_for(
             lambda: kafka.committed(app.name, src)[0] == N, 30, what="all offsets committed", outcome=outcome
         )
+        took = time.monotonic() - started
+        outputs = kafka.drain(out, expected=N - len(bad))
+        dead = kafka.drain(dlq, expected=len(bad))
     kafka.created.append(dlq)
+    assert took < 10, f"undecodable records were retried with waits: {took:.1f}s"
 
     assert sorted(orjson.loads(r.value)["id"] for r in outputs) == sorted(set(range(N)) - set(bad))
     assert len(dead) == len(bad)
@@ -283,6 +288,7 @@ def test_records_that_do_not_decode_go_to_the_dead_letter_topic(
         assert h["sluice.error.exception"] == "DeserializationError"
         assert bad[i][1] in h["sluice.error.message"], h["sluice.error.message"]
         assert h["sluice.error.topic"] == src and int(h["sluice.error.offset"]) == i
+        assert h["sluice.error.attempts"] == "3"
     assert app.stats.dead_letters == len(bad)
 
 
