@@ -4,9 +4,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
+REGISTRYCTL := $(PY) tools/registry/registryctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
+REGISTRY_STAMP := tools/registry/target/.built
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down secure-broker-up secure-broker-down postgres-up postgres-down demo docs docs-serve test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars registry broker-up broker-down cluster-up cluster-down secure-broker-up secure-broker-down registry-up registry-down postgres-up postgres-down demo demo-registry docs docs-serve test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -42,6 +44,20 @@ secure-broker-up: setup jars
 secure-broker-down:
 	@test -x $(PY) && $(KAFKACTL) secure-down || true
 
+# A Confluent-compatible Schema Registry (Apicurio, in-memory) on 127.0.0.1:8081, built by Maven on first use;
+# its URL is written to .registry/url (SLUICE_REGISTRY_PORT moves it)
+registry: $(REGISTRY_STAMP)
+
+$(REGISTRY_STAMP): tools/registry/pom.xml $(shell find tools/registry/src -type f 2>/dev/null) | setup
+	$(REGISTRYCTL) fetch
+	@touch $@
+
+registry-up: setup registry
+	$(REGISTRYCTL) up
+
+registry-down:
+	@test -x $(PY) && $(REGISTRYCTL) down || true
+
 # A throwaway PostgreSQL on 127.0.0.1:25432 (installed from Debian packages when missing; data in .postgres/)
 postgres-up:
 	$(PGCTL) up
@@ -51,6 +67,10 @@ postgres-down:
 
 demo: broker-up
 	$(PY) -m examples.demo
+
+# Avro orders through the Schema Registry: a confluent-kafka producer, a sluice app, a confluent-kafka consumer
+demo-registry: broker-up registry-up
+	$(PY) -m examples.avro_orders
 
 # The documentation site (mkdocs.yml, docs/) into site/; strict: a broken link, reference or
 # docstring warning fails it. Offline: no web fonts, nothing fetched at build time.
@@ -63,7 +83,7 @@ docs-serve: setup
 
 # The docs build, the benchmark harness smoke run, then the whole suite against a real broker;
 # brokers and PostgreSQL are stopped even when tests fail. pytest exit 5 (no tests) fails too.
-test: setup jars
+test: setup jars registry
 	$(VENV)/bin/ruff check .
 	$(MKDOCS) build --strict
 	@$(KAFKACTL) up && \
@@ -71,7 +91,7 @@ test: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save && \
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save; bench=$$?; \
 	SLUICE_TEST_BROKERS=127.0.0.1:$${SLUICE_BROKER_PORT:-9092} $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	$(KAFKACTL) cluster-down; $(KAFKACTL) secure-down; $(KAFKACTL) down; $(PGCTL) down; \
+	$(KAFKACTL) cluster-down; $(KAFKACTL) secure-down; $(REGISTRYCTL) down; $(KAFKACTL) down; $(PGCTL) down; \
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
 	[ $$rc -eq 0 ] && [ $$bench -eq 0 ]
 
@@ -116,5 +136,5 @@ bench-smoke: setup jars
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save
 
-clean: broker-down cluster-down secure-broker-down
-	rm -rf $(VENV) tools/kafka/target .kafka
+clean: broker-down cluster-down secure-broker-down registry-down
+	rm -rf $(VENV) tools/kafka/target .kafka tools/registry/target .registry

@@ -12,6 +12,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def run_contender(
     profile: str | None = None,
     brokers: str = BROKERS,
     cwd: Path = ROOT,
+    verify: Callable[[str, int, set[int], str], Verdict] = verify_output,
 ) -> Result:
     """Start the contender, wait until its output topic holds every expected record, then verify it.
 
@@ -127,7 +129,8 @@ def run_contender(
     group join is excluded and the end is the last output written to Kafka.
 
     Peak RSS is the child's ``VmHWM``: reported by the child as it exits, and sampled
-    by the parent while it runs (the larger is kept).
+    by the parent while it runs (the larger is kept). ``verify`` checks the output topic
+    (default: JSON records ``{"id", "page", "user"}``).
     """
     group = unique_name(f"bench-{contender.name}")
     cmd = [
@@ -184,7 +187,7 @@ def run_contender(
             except ValueError:
                 continue
         stderr_tail = "\n".join(err.read().splitlines()[-20:])
-    verdict: Verdict = verify_output(output_topic, partitions, expected_ids, brokers)
+    verdict: Verdict = verify(output_topic, partitions, expected_ids, brokers)
     first = child.get("first_consumed")
     seconds = reached - first if reached is not None and first is not None else None
     rss = max(sampled_rss, child.get("peak_rss_mb") or 0.0)

@@ -31,7 +31,8 @@ from sluice.kafka.config import callable_option, settings_from_options
 from sluice.metrics import check_port
 from sluice.runtime.parallel import ORDERINGS
 from sluice.runtime.runner import Runner, RunStats, RuntimeOptions
-from sluice.serde import _check_format
+from sluice.serde import Format, _check_format
+from sluice.serde.registry import bind_format, registry_settings
 
 __all__ = ["App"]
 
@@ -91,6 +92,13 @@ class App:
             ``./.sluice-state/<name>``); it is a cache of the changelog topics and may be lost.
         metrics_port: serve Prometheus ``/metrics``, ``/healthz`` and ``/readyz`` on this port
             while running (``0``: any free port; default ``None``: no server). See docs/operations.md.
+        schema_registry: the Schema Registry of the ``"avro"``, ``"protobuf"`` and
+            ``"json_schema"`` formats: ``confluent_kafka``'s ``SchemaRegistryClient`` settings
+            (``url``, ``basic.auth.user.info``, ``ssl.ca.location``...) plus
+            ``subject.name.strategy`` (``"topic"``, the default, ``"record"``,
+            ``"topic_record"`` or a callable), ``auto.register.schemas`` (default True),
+            ``normalize.schemas`` and ``use.latest.version``. Default: the URL in
+            ``$SLUICE_SCHEMA_REGISTRY_URL``, if set.
         **options: seed-style names mapped to librdkafka: ``fetch_min_bytes``,
             ``fetch_max_wait_ms``, ``session_timeout_ms``, ``heartbeat_interval_ms``,
             ``max_poll_interval_ms``, ``max_partition_fetch_bytes``, ``fetch_max_bytes``,
@@ -138,6 +146,7 @@ class App:
         metrics_port: int | None = None,
         state_dir: str | Path | None = None,
         guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once",
+        schema_registry: dict[str, Any] | None = None,
         **options: Any,
     ) -> None:
         options.update(
@@ -181,6 +190,8 @@ class App:
         self._runner: Runner | None = None
         self._stop_requested = threading.Event()
         self.metrics_port = check_port(metrics_port)
+        #: the Schema Registry settings ("avro", "protobuf", "json_schema" formats), or None
+        self.schema_registry = registry_settings(schema_registry)
 
     @property
     def sinks(self) -> Any:
@@ -222,17 +233,20 @@ class App:
         self,
         topic: str | list[str],
         *,
-        value: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
-        key: Literal["json", "str", "bytes"] | Callable[[bytes], Any] | None = None,
+        value: Format | Callable[[bytes], Any] | None = None,
+        key: Format | Callable[[bytes], Any] | None = None,
         on_error: ErrorPolicy | dict[str, Any] | str | None = None,
         timestamp: Callable[[Any], int] | None = None,
+        schema: Any = None,
+        key_schema: Any = None,
     ) -> Stream:
         """Consume ``topic`` (or several topics): the start of a dataflow.
 
         Args:
             topic: a topic name, or a list of them (processed alike).
             value: how values are deserialized: ``"json"`` (default, or the app's
-                ``value_deserializer``), ``"str"``, ``"bytes"``, or a callable ``bytes -> object``.
+                ``value_deserializer``), ``"str"``, ``"bytes"``, ``"avro"``, ``"protobuf"``,
+                ``"json_schema"`` (see ``schema``), or a callable ``bytes -> object``.
                 A null value (tombstone) arrives as ``None``.
             key: how keys are deserialized (default ``"bytes"``: passed through untouched).
             on_error: the failure policy for records of this stream that cannot be
@@ -240,6 +254,14 @@ class App:
             timestamp: a function ``value -> int`` giving each record's event time in
                 milliseconds (default: the record's Kafka timestamp). Windows use it, and
                 outputs carry it as their timestamp.
+            schema: with ``value="avro"``, ``"protobuf"`` or ``"json_schema"`` (records in the
+                Schema Registry wire format, see ``App(schema_registry=...)``): the reader
+                schema. Avro: a schema (JSON string or dict) that records written with an
+                older or newer compatible schema are resolved to (fields added since take
+                their defaults); default: each record's writer schema. Protobuf: the message
+                class (required); values arrive as its instances. JSON Schema: validates
+                values (default: the writer's schema).
+            key_schema: the same for ``key=``.
 
         Example:
             >>> app = App("doc")
@@ -257,6 +279,8 @@ class App:
                 raise ConfigError(msg)
         value = value if value is not None else self._value_default
         key = key if key is not None else self._key_default
+        value = bind_format(value, topics[0], "value", self.schema_registry, schema, writing=False)
+        key = bind_format(key, topics[0], "key", self.schema_registry, key_schema, writing=False)
         _check_format(value, "value")
         _check_format(key, "key")
         if timestamp is not None and not callable(timestamp):
@@ -270,6 +294,7 @@ class App:
             app=self.name,
             registry=self.sources,
             counter=self._step_counter,
+            schema_registry=self.schema_registry,
         )
         self.sources.append(source)
         if timestamp is None:

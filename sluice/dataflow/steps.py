@@ -251,7 +251,8 @@ class To(Step):
 
     ``value`` is the output format (``None``: like the input); ``partitions`` and
     ``replication`` are used when the topic must be created (``None``: as the source).
-    ``keyed`` tells whether a ``key_by`` upstream replaced the input record's key.
+    ``keyed`` tells whether a ``key_by`` upstream replaced the input record's key;
+    ``key`` is the output key format (``None``: as described in ``Stream.to``).
     """
 
     topic: str
@@ -260,6 +261,7 @@ class To(Step):
     replication: int | None = None
     keyed: bool = False
     repartition: bool = False
+    key: Any = None
 
     def apply(self, records: list[Record]) -> list[Record]:  # pragma: no cover - the runtime binds it
         msg = "To steps are executed by the runtime"

@@ -27,6 +27,7 @@ from sluice.dataflow.steps import Aggregate, Filter, FlatMap, KeyBy, Map, MapBat
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
+from sluice.serde.registry import bind_format
 from sluice.state.aggregations import Aggregation
 from sluice.state.windows import Windows
 
@@ -53,6 +54,8 @@ class Source:
     registry: list[Source] | None = None
     upstream: Source | None = None
     counter: list[int] = field(default_factory=lambda: [0])
+    #: the app's Schema Registry settings, for ``to(..., value="avro")`` and the like
+    schema_registry: Any = None
     root: Stream = field(init=False)
 
     def __post_init__(self) -> None:
@@ -66,7 +69,9 @@ class Source:
     def repartition(self, store: str) -> Source:
         """The internal source reading ``<app>-<store>-repartition`` (registered with the app)."""
         topic = f"{self.app}-{store}-repartition"
-        internal = Source((topic,), "json", "bytes", None, self.app, self.registry, self, self.counter)
+        internal = Source(
+            (topic,), "json", "bytes", None, self.app, self.registry, self, self.counter, self.schema_registry
+        )
         if self.registry is not None:
             self.registry.append(internal)
         return internal
@@ -342,20 +347,43 @@ class Stream(Aggregations):
         partitions: int | None = None,
         replication: int | None = None,
         on_error: OnError = None,
+        key: Format | Callable[[Any], bytes] | None = None,
+        schema: Any = None,
+        key_schema: Any = None,
     ) -> Stream:
         """Write every record to ``topic``.
 
         The output keeps the input record's key, timestamp and headers, unless ``key_by``
         changed the key. Values are serialized like the input unless ``value=`` says
-        otherwise (a custom input deserializer writes JSON). A missing topic is created
-        with ``partitions`` and ``replication`` (default: like the source topic).
+        otherwise (a custom input deserializer, or a Schema Registry format, writes JSON).
+        A missing topic is created with ``partitions`` and ``replication`` (default: like
+        the source topic).
+
+        ``value="avro"``, ``"protobuf"`` or ``"json_schema"`` write the Schema Registry wire
+        format (see ``App(schema_registry=...)``) with ``schema``: an Avro schema (JSON
+        string or dict), a protobuf message class (values may be its instances or dicts),
+        or a JSON Schema; it is registered under the subject (``<topic>-value`` by default)
+        unless ``auto.register.schemas`` is off. Without ``schema``, Avro and JSON Schema
+        use the latest version registered for the subject. ``key=`` and ``key_schema=``
+        do the same for keys (default: keys are written as they came in, or, after
+        ``key_by``, str/bytes as is and anything else as JSON).
 
         Example:
             >>> from sluice import App
             >>> app = App("doc", brokers="127.0.0.1:9092")
             >>> _ = app.stream("events").to("copy", value="json", partitions=4)
         """
-        return self._to(topic, value, partitions, replication, on_error, repartition=False)
+        return self._to(
+            topic,
+            value,
+            partitions,
+            replication,
+            on_error,
+            repartition=False,
+            key=key,
+            schema=schema,
+            key_schema=key_schema,
+        )
 
     def _to(
         self,
@@ -366,11 +394,19 @@ class Stream(Aggregations):
         on_error: OnError,
         *,
         repartition: bool,
+        key: Format | Callable[[Any], bytes] | None = None,
+        schema: Any = None,
+        key_schema: Any = None,
     ) -> Stream:
         """``to()``, or (``repartition=True``) the write of an aggregation's internal repartition topic."""
         check_topic_name(topic, "output topic")
+        registry = self.source.schema_registry
+        value = bind_format(value, topic, "value", registry, schema, writing=True)
+        key = bind_format(key, topic, "key", registry, key_schema, writing=True)
         if value is not None:
             _check_format(value, "value")
+        if key is not None:
+            _check_format(key, "key")
         for count, what in ((partitions, "partitions"), (replication, "replication")):
             if count is not None:
                 positive_int(count, f"to({topic!r}): {what}")
@@ -378,7 +414,7 @@ class Stream(Aggregations):
         policy = coerce_policy(on_error, "to")
         return self._add(
             lambda label: To(
-                label, topic, value, partitions, replication, keyed, repartition, on_error=policy
+                label, topic, value, partitions, replication, keyed, repartition, key, on_error=policy
             ),
             "to",
             _Named(topic),

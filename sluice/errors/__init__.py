@@ -17,6 +17,7 @@ __all__ = [
     "KafkaAuthenticationError",
     "KafkaUnavailableError",
     "RecordError",
+    "SchemaRegistryUnavailable",
     "SerializationError",
     "SinkError",
     "SinkRowError",
@@ -102,4 +103,13 @@ class SinkUnavailableError(SinkError, EnvironmentalError):
     Example:
         >>> issubclass(SinkUnavailableError, EnvironmentalError), issubclass(SinkUnavailableError, RecordError)
         (True, False)
+    """
+
+
+class SchemaRegistryUnavailable(EnvironmentalError):
+    """The Schema Registry could not be reached (refused, timed out, HTTP 5xx) or refused the credentials.
+
+    Example:
+        >>> issubclass(SchemaRegistryUnavailable, EnvironmentalError)
+        True
     """

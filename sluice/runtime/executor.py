@@ -37,7 +37,7 @@ from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, gen
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
 from sluice.runtime.tracker import Batch
-from sluice.serde import deserializer, key_serializer, serializer
+from sluice.serde import RegistryFormat, deserializer, key_serializer, serializer
 
 __all__ = ["Executor"]
 
@@ -89,8 +89,10 @@ class _Emitter:
         self.writes_json = value_spec == "json"
         #: None: the values reaching this step are already the bytes to write (map_batch's NDJSON lines)
         self.serialize: Callable[[Any], Any] | None = serializer(value_spec)
-        if step.keyed:
-            self.key_serialize: Callable[[Any], Any] | None = key_serializer
+        if step.key is not None:
+            self.key_serialize: Callable[[Any], Any] | None = serializer(step.key, "key")
+        elif step.keyed:
+            self.key_serialize = key_serializer
         else:
             self.key_serialize = None if source.key == "bytes" else serializer(source.key, "key")
         self.produce = produce
@@ -132,6 +134,9 @@ class _Emitter:
         """``record`` (already expected by ``batch``) was not produced: wait for room, or the failure policy."""
         if isinstance(exc, BufferError):
             self._produce_one(record, batch)
+        elif isinstance(exc, EnvironmentalError):
+            batch.settle()
+            raise exc  # the registry is down, not this record at fault: never dead-lettered
         else:
             batch.settle()
             self._failed(index, record, exc, batch)
@@ -227,8 +232,11 @@ class _SourcePlan:
         self.json_fast_path = source.value == "json" and self.key_deser is None
         #: the only step is a map_batch reading JSON: hand it the raw bytes to read columnar
         self.raw_in = False
-        # a built-in format fails the same way every time: retry without waiting
-        self.deterministic = isinstance(source.value, str) and isinstance(source.key, str)
+        # a built-in format fails the same way every time: retry without waiting (a Schema
+        # Registry format too: an unreachable registry is not a record failure, it raises)
+        self.deterministic = isinstance(source.value, str | RegistryFormat) and isinstance(
+            source.key, str | RegistryFormat
+        )
         value_name = (
             source.value if isinstance(source.value, str) else getattr(source.value, "__name__", "custom")
         )
@@ -277,6 +285,8 @@ class _SourcePlan:
             raw = (m.value(), m.key(), m)
             try:
                 per_record.append(self._deserialize(raw))
+            except EnvironmentalError:
+                raise  # the registry is down, not this record at fault: asking again per record only waits longer
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 per_record.append(None)
                 failures.append((index, raw, exc))

@@ -25,7 +25,14 @@ from typing import Any
 from confluent_kafka import KafkaException
 
 from sluice.dataflow.steps import Record
-from sluice.errors import DeliveryError, DeserializationError, RecordError, SluiceError, StepError
+from sluice.errors import (
+    DeliveryError,
+    DeserializationError,
+    EnvironmentalError,
+    RecordError,
+    SluiceError,
+    StepError,
+)
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
@@ -206,6 +213,9 @@ class FailureRouter:
                         still.append((index, record, exc))
                 pending = still
                 attempts += 1
+        for _index, _record, exc in pending:
+            if isinstance(exc, EnvironmentalError):
+                raise exc  # a dependency is down, the record is not at fault: never dead-lettered or skipped
         for _index, record, exc in pending:
             self.dispose(stage, step, policy, record[2], exc, attempts, batch)
         return recovered

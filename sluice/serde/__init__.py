@@ -1,5 +1,9 @@
 """Turning Kafka bytes into Python values and back: ``"json"`` (orjson), ``"str"``, ``"bytes"``, or callables.
 
+The Schema Registry formats ``"avro"``, ``"protobuf"`` and ``"json_schema"`` are bound to
+a topic and a registry when the app is defined (:class:`sluice.serde.registry.RegistryFormat`);
+``deserializer`` and ``serializer`` accept such a format too.
+
 A null value (a tombstone) deserializes to ``None`` whatever the format, and ``None``
 serializes back to a null value.
 
@@ -21,10 +25,20 @@ from typing import Any, Literal
 import orjson
 
 from sluice.errors import ConfigError, SerializationError
+from sluice.serde.registry import REGISTRY_FORMATS, RegistryFormat
 
-__all__ = ["Deserializer", "Format", "Serializer", "deserializer", "key_serializer", "serializer"]
+__all__ = [
+    "REGISTRY_FORMATS",
+    "Deserializer",
+    "Format",
+    "RegistryFormat",
+    "Serializer",
+    "deserializer",
+    "key_serializer",
+    "serializer",
+]
 
-Format = Literal["json", "str", "bytes"]
+Format = Literal["json", "str", "bytes", "avro", "protobuf", "json_schema"]
 Deserializer = Callable[[bytes | None], Any]
 Serializer = Callable[[Any], bytes | None]
 FORMATS: tuple[str, ...] = ("json", "str", "bytes")
@@ -86,17 +100,24 @@ _SERIALIZERS: dict[str, Serializer] = {
 
 
 def _check_format(spec: object, what: str) -> None:
-    if not (callable(spec) or spec in FORMATS):
-        msg = f"{what}={spec!r} is not a format; use one of {', '.join(map(repr, FORMATS))} or a callable"
+    if spec in REGISTRY_FORMATS:
+        msg = (
+            f"{what}={spec!r} is bound to a topic and a Schema Registry: use it in App.stream(...) "
+            f"or Stream.to(...), or pass a sluice.serde.RegistryFormat"
+        )
+        raise ConfigError(msg)
+    if not (callable(spec) or spec in FORMATS or isinstance(spec, RegistryFormat)):
+        names = ", ".join(map(repr, FORMATS + REGISTRY_FORMATS))
+        msg = f"{what}={spec!r} is not a format; use one of {names} or a callable"
         raise ConfigError(msg)
 
 
-def deserializer(spec: Format | Callable[[bytes], Any], what: str = "value") -> Deserializer:
+def deserializer(spec: Format | RegistryFormat | Callable[[bytes], Any], what: str = "value") -> Deserializer:
     """Return the function that turns a record's bytes (or ``None``) into a value.
 
     Args:
-        spec: ``"json"``, ``"str"``, ``"bytes"``, or a callable ``bytes -> object``
-            (a callable is not called for tombstones: they stay ``None``).
+        spec: ``"json"``, ``"str"``, ``"bytes"``, a ``RegistryFormat``, or a callable
+            ``bytes -> object`` (a callable is not called for tombstones: they stay ``None``).
         what: the option being configured, for error messages.
 
     Raises:
@@ -106,6 +127,8 @@ def deserializer(spec: Format | Callable[[bytes], Any], what: str = "value") -> 
         >>> deserializer(lambda b: b.upper())(b"abc")
         b'ABC'
     """
+    if isinstance(spec, RegistryFormat):
+        return spec.deserializer()
     _check_format(spec, what)
     if callable(spec):
         user = spec
@@ -117,13 +140,15 @@ def deserializer(spec: Format | Callable[[bytes], Any], what: str = "value") -> 
     return _DESERIALIZERS[spec]
 
 
-def serializer(spec: Format | Callable[[Any], bytes], what: str = "value") -> Serializer:
+def serializer(spec: Format | RegistryFormat | Callable[[Any], bytes], what: str = "value") -> Serializer:
     """Return the function that turns a value into the bytes of an output record.
 
     Example:
         >>> serializer("str")("héllo")
         b'h\\xc3\\xa9llo'
     """
+    if isinstance(spec, RegistryFormat):
+        return spec.serializer()
     _check_format(spec, what)
     if callable(spec):
         user = spec
