@@ -99,6 +99,8 @@ class _Emitter:
         self._poll = poll
         self._router = router
         self.produced = 0
+        #: the executor's wait for an unavailable dependency (the Schema Registry)
+        self.wait: Callable[..., Any] | None = None
 
     def __call__(self, records: list[Record], batch: Batch) -> None:
         self._produce_all(records, len(records), batch)
@@ -134,9 +136,17 @@ class _Emitter:
         """``record`` (already expected by ``batch``) was not produced: wait for room, or the failure policy."""
         if isinstance(exc, BufferError):
             self._produce_one(record, batch)
-        elif isinstance(exc, EnvironmentalError):
-            batch.settle()
-            raise exc  # the registry is down, not this record at fault: never dead-lettered
+        elif isinstance(exc, EnvironmentalError) and self.wait is not None:
+            # the registry is down, not this record at fault: wait for it, never dead-letter
+            policy = self.step.on_error or self._router.policy
+            self.wait(
+                self.step.name,
+                policy,
+                partial(self._produce_one, record, batch),
+                exc,
+                "this output",
+                "a dependency",
+            )
         else:
             batch.settle()
             self._failed(index, record, exc, batch)
@@ -242,6 +252,8 @@ class _SourcePlan:
         )
         self.step_name = f"deserialize({value_name})"
         self._router = router
+        #: the executor's wait for an unavailable dependency (the Schema Registry)
+        self.wait: Callable[..., Any] = _unavailable
         #: the graph as one generated loop, when it is a single chain ending in a ``to()``
         self.fused: _Fused | None = None
 
@@ -285,8 +297,9 @@ class _SourcePlan:
             raw = (m.value(), m.key(), m)
             try:
                 per_record.append(self._deserialize(raw))
-            except EnvironmentalError:
-                raise  # the registry is down, not this record at fault: asking again per record only waits longer
+            except EnvironmentalError as exc:
+                # the registry is down, not this record at fault: wait for it, never dead-letter
+                per_record.append(self._wait_for_dependency(partial(self._deserialize, raw), exc))
             except Exception as exc:  # noqa: BLE001 - handed to the failure policy
                 per_record.append(None)
                 failures.append((index, raw, exc))
@@ -294,7 +307,16 @@ class _SourcePlan:
 
     def recover(self, msg: Any, exc: Exception, batch: Batch) -> list[Record]:
         """The records of ``msg``, whose deserialization raised ``exc``, after the failure policy."""
-        return self._recover([(0, (msg.value(), msg.key(), msg), exc)], batch).get(0, [])
+        raw = (msg.value(), msg.key(), msg)
+        if isinstance(exc, EnvironmentalError):
+            return self._wait_for_dependency(partial(self._deserialize, raw), exc)
+        return self._recover([(0, raw, exc)], batch).get(0, [])
+
+    def _wait_for_dependency(
+        self, attempt: Callable[[], list[Record]], exc: EnvironmentalError
+    ) -> list[Record]:
+        policy = self.source.on_error or self._router.policy
+        return self.wait(self.step_name, policy, attempt, exc, "this record", "a dependency")
 
     def _recover(self, failures: list[IndexedFailure], batch: Batch) -> dict[int, list[Record]]:
         return self._router.handle(
@@ -319,6 +341,10 @@ class _SinkDown(BaseException):
     def __init__(self, error: EnvironmentalError) -> None:
         super().__init__(error)
         self.error = error
+
+
+def _unavailable(name: str, policy: ErrorPolicy, attempt: Any, first: EnvironmentalError, *_: Any) -> Any:
+    raise first
 
 
 def _never() -> bool:
@@ -378,6 +404,7 @@ class Executor:
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
+            plan.wait = self.wait_until_available
             self._bind_map_batches(plan, nodes)
             plan.fused = _Fused.of(plan)
             for topic in source.topics:
@@ -404,6 +431,7 @@ class Executor:
         if isinstance(step, To):
             emitter = _RepartitionEmitter if step.repartition else _Emitter
             node.emit = emitter(step, source, produce, poll, self._router)
+            node.emit.wait = self.wait_until_available
             self.emitters.append(node.emit)
         if isinstance(step, Aggregate):
             node.aggregate = AggregateNode(step, self._app, self._state_dir, produce, poll, self._router)
@@ -586,26 +614,39 @@ class Executor:
     def _until_available(
         self, step: Step, attempt: Callable[[], _T], first: EnvironmentalError, rows: int
     ) -> _T:
+        """A sink's write, called again while the sink is unavailable (``wait_until_available``)."""
+        policy = step.on_error or self._router.policy
+        return self.wait_until_available(step.name, policy, attempt, first, f"these {rows} rows", "the sink")
+
+    def wait_until_available(
+        self,
+        name: str,
+        policy: ErrorPolicy,
+        attempt: Callable[[], _T],
+        first: EnvironmentalError,
+        what: str,
+        dependency: str,
+    ) -> _T:
         """Call ``attempt`` again with the policy's backoff while it raises ``EnvironmentalError``.
 
         The batch waits meanwhile: no record is dead-lettered and no offset moves past it.
 
         Raises:
-            SinkUnavailableError: still unavailable after the policy's ``retry_for``, or the
-                app is stopping: nothing of this batch or after it is committed.
+            EnvironmentalError: (``SinkUnavailableError`` for a sink, the first error's type
+                otherwise) still unavailable after the policy's ``retry_for``, or the app is
+                stopping: nothing of this batch or after it is committed.
         """
-        policy = step.on_error or self._router.policy
         started = time.monotonic()
         logger.warning(
-            "%s: %s; writing these %d rows again for up to %gs (on_error retry_for): nothing is "
+            "%s: %s; trying %s again for up to %gs (on_error retry_for): nothing is "
             "dead-lettered and no offset moves past them meanwhile",
-            step.name,
+            name,
             first,
-            rows,
+            what,
             policy.retry_for,
         )
         last, tries = first, 1
-        self.waiting_since, self.waiting_for = started, f"{step.name}: {first}"
+        self.waiting_since, self.waiting_for = started, f"{name}: {first}"
         try:
             while True:
                 waited = time.monotonic() - started
@@ -616,21 +657,23 @@ class Executor:
                         else f"was still unavailable after {waited:.0f}s when the app stopped"
                     )
                     msg = (
-                        f"{step.name}: the sink {why}: {last}; stopping without committing this batch or "
+                        f"{name}: {dependency} {why}: {last}; stopping without committing this batch or "
                         f"anything after it (its records are consumed again on restart)"
                     )
-                    raise SinkUnavailableError(msg) from last
+                    kind = SinkUnavailableError if dependency == "the sink" else type(first)
+                    raise kind(msg) from last
                 self._wait(min(policy.delay(tries), policy.retry_for - waited))
                 tries += 1
                 try:
                     result = attempt()
                 except EnvironmentalError as exc:
                     last = exc
-                    self.waiting_for = f"{step.name}: {exc}"
+                    self.waiting_for = f"{name}: {exc}"
                     continue
                 logger.warning(
-                    "%s: the sink is back after %.1fs and %d tries; the waiting rows are written",
-                    step.name,
+                    "%s: %s is back after %.1fs and %d tries; the waiting records go on",
+                    name,
+                    dependency,
                     time.monotonic() - started,
                     tries,
                 )
