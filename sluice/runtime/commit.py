@@ -176,7 +176,9 @@ class Transactional(Committer):
         self._make_producer = make_producer
         assert runner.producer is not None
         self.txn = Transactions(runner.producer, runner.options.shutdown_timeout)
-        self.renewals = 0
+        self.renewals = 0  # producers re-created after an abort or an unknown outcome
+        self.undone = 0  # rewinds that took back the stores' writes since the last commit
+        self.restored = 0  # rewinds that restored the stores from the changelog
 
     def start(self) -> None:
         self.txn.start()
@@ -235,6 +237,7 @@ class Transactional(Committer):
             runner.fatal = exc
             return False
         parts.txn_start.clear()
+        self._track_changes()
         runner.stats.commits += 1
         committed = runner.stats.committed
         for tp in offsets:
@@ -300,19 +303,36 @@ class Transactional(Committer):
             starts = self._committed_positions() or {}
             if runner.fatal is not None:
                 return
-        assigned = [TopicPartition(t, p) for t, p in parts.assigned]
-        runner.close_stores(None, clean=False)
-        try:
-            runner.open_stores(assigned)  # restored from the committed changelog
-        except SluiceError as exc:
-            runner.fatal = exc
-            return
+        stores = [store for node in runner.executor.aggregates for store in node.stores.values()]
+        if not from_coordinator and all(store.undoable for store in stores):
+            for store in stores:  # back to the last commit: only the keys written since
+                store.undo()
+            self.undone += 1
+        else:
+            # the outcome is unknown (the transaction may have committed), or a store opened
+            # after the last commit: the committed changelog is the truth
+            assigned = [TopicPartition(t, p) for t, p in parts.assigned]
+            runner.close_stores(None, clean=False)
+            try:
+                runner.open_stores(assigned)
+            except SluiceError as exc:
+                runner.fatal = exc
+                return
+            self.restored += 1
         for (t, p), start in starts.items():
             if (t, p) in parts.assigned:
                 runner.consumer.seek(TopicPartition(t, p, start))
                 parts.positions[(t, p)] = start
         parts.txn_start.clear()
+        self._track_changes()
         self.txn.begin()
+
+    def _track_changes(self) -> None:
+        """The stores' states are committed: what is written from now on can be undone by an abort."""
+        executor = self.runner.executor
+        for node in executor.aggregates if executor is not None else ():
+            for store in node.stores.values():
+                store.start_changes()
 
     def _renew_producer(self) -> bool:
         runner = self.runner

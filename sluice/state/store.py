@@ -66,6 +66,8 @@ class PartitionStore:
         # open): scans start there, above the deletion markers of closed windows, which RocksDB
         # would otherwise step over one by one until a compaction removes them
         self._due_floor: int | None = None
+        #: raw key -> its value before the open transaction (None: absent); None: not tracking
+        self._undo: dict[bytes, bytes | None] | None = None
 
     def reset(self) -> None:
         """Drop everything (the changelog is read again from its beginning)."""
@@ -84,21 +86,71 @@ class PartitionStore:
         stream_time: int | None = None,
     ) -> None:
         """Write group states (None deletes), move index entries ``(key, old close, new close)``."""
-        batch = WriteBatch(raw_mode=True)
-        for key, value in states.items():
-            if value is None:
-                batch.delete(_STATE + key)
-            else:
-                batch.put(_STATE + key, value)
+        writes: list[tuple[bytes, bytes | None]] = [(_STATE + key, value) for key, value in states.items()]
         for key, old, new in index:
             if old is not None:
-                batch.delete(_index_key(old, key))
+                writes.append((_index_key(old, key), None))
             if new is not None:
-                batch.put(_index_key(new, key), b"")
+                writes.append((_index_key(new, key), b""))
         if stream_time is not None:
             self.stream_time = stream_time
-            batch.put(_META, str(stream_time).encode())
+            writes.append((_META, str(stream_time).encode()))
+        undo = self._undo
+        if undo is not None:
+            get = self._db.get
+            for raw, _value in writes:
+                if raw not in undo:
+                    undo[raw] = get(raw)
+        batch = WriteBatch(raw_mode=True)
+        for raw, value in writes:
+            if value is None:
+                batch.delete(raw)
+            else:
+                batch.put(raw, value)
         self._db.write(batch)
+
+    def start_changes(self) -> None:
+        """From now on remember what each write replaces, so that ``undo()`` can take it back.
+
+        Exactly-once calls it when a transaction commits: an abort then rewinds the store
+        to that commit in memory-sized work (the keys written since), instead of a
+        restore of the whole changelog.
+
+        Example:
+            >>> import tempfile
+            >>> store = PartitionStore(Path(tempfile.mkdtemp()) / "p0")
+            >>> store.apply({b"a": b"1"}, [], 10)
+            >>> store.start_changes()
+            >>> store.apply({b"a": b"2", b"b": b"9"}, [], 20)
+            >>> store.undo()
+            >>> store.get(b"a"), store.get(b"b"), store.stream_time
+            (b'1', None, 10)
+        """
+        self._undo = {}
+
+    @property
+    def undoable(self) -> bool:
+        """Every write since the last ``start_changes()`` can be taken back."""
+        return self._undo is not None
+
+    def undo(self) -> None:
+        """Take back every write since the last ``start_changes()`` (an aborted transaction)."""
+        if not self._undo:
+            self._undo = {}
+            return
+        batch = WriteBatch(raw_mode=True)
+        for raw, old in self._undo.items():
+            if old is None:
+                batch.delete(raw)
+            else:
+                batch.put(raw, old)
+        self._db.write(batch)
+        raw = self._db.get(_META)
+        self.stream_time = int(raw) if raw is not None else -1
+        self.logged_stream_time = self.stream_time
+        self.cache.clear()
+        self._due_floor = None
+        self._undo = {}
 
     def due(self, stream_time: int, chunk: int = DUE_CHUNK) -> Iterator[list[tuple[int, bytes]]]:
         """``(close time, group key)`` of every group with something that closes at ``stream_time``.
