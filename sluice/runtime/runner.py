@@ -19,28 +19,26 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
+from sluice.dataflow import Source
 from sluice.dataflow.steps import Aggregate
-from sluice.errors import ConfigError, SluiceError
+from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
-from sluice.kafka.admin import TopicAdmin, TopicInfo
+from sluice.kafka.admin import TopicAdmin
 from sluice.kafka.config import ClientSettings
 from sluice.metrics._runtime import RuntimeMetrics, RuntimeSnapshot, start_metrics
 from sluice.runtime.collector import RecordCollector
 from sluice.runtime.commit import AtLeastOnce, Committer, Transactional
 from sluice.runtime.executor import Executor
-from sluice.runtime.failures import CONTEXT_BYTES as _CONTEXT_BYTES
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.partitions import PartitionState
 from sluice.runtime.refusals import Refusals
-from sluice.runtime.retry_topics import parse_retry_headers, retry_topic
-from sluice.runtime.stateful import changelog_topic
+from sluice.runtime.retry_topics import parse_retry_headers
+from sluice.runtime.topology import Topology, steps_below
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
 from sluice.runtime.transactions import transactional_id
 from sluice.state.slots import Slot, claim_slot
@@ -48,15 +46,9 @@ from sluice.state.slots import Slot, claim_slot
 __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 
 logger = logging.getLogger(__name__)
-_S = TypeVar("_S", bound=Step)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
-_COMPACTED = {"cleanup.policy": "compact"}
-# records keep their event time: with time retention, a backlog of old events would be deleted
-# before it is read (Kafka Streams makes the same choice for its repartition topics)
-_REPARTITION = {"retention.ms": "-1", "segment.bytes": str(64 << 20)}
 _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
-_TRANSACTION_TIMEOUT_MS = 30_000
-_LIBRDKAFKA_MAX_MESSAGE_BYTES = 1_000_000  # librdkafka's default message.max.bytes  # an abandoned transaction blocks read_committed readers this long at most
+_TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
 
 
 @dataclass(frozen=True)
@@ -125,7 +117,9 @@ class Runner:
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
         self._admin = TopicAdmin(settings.admin_config())
-        self._topics: dict[str, TopicInfo] = {}
+        self.topology = Topology(
+            name, settings, sources, policy, self._admin, options.exactly_once, options.concurrency
+        )
         self.failed_batches: list[Batch] = []
         self._collector: RecordCollector | None = None
         self.refusals: Refusals | None = None
@@ -134,13 +128,9 @@ class Runner:
         self._polled = time.monotonic()  # when the loop last called consume
         self._revocations = 0  # revoke and lost callbacks so far
         self._stash: list = []  # records polled while a batch waited for a sink
-        #: librdkafka's message.max.bytes for the producer: room for the largest source record and its context
-        self._max_record_bytes: int | None = None
         self._router: FailureRouter | None = None
         self.executor: Executor | None = None
-        self._retry_topics: set[str] = set()
         self.dispatcher: ParallelDispatcher | None = None
-        self._repartition_topics: set[str] = set()
         self._slot: Slot | None = None  # this process's state directory (and transactional id)
         self._purged: dict[TopicPartitionKey, int] = {}
         #: the one topic consumed, when there is only one (no per-record topic lookups then)
@@ -150,110 +140,6 @@ class Runner:
         self.metrics: RuntimeMetrics | None = None
 
     # ------------------------------------------------------------------ setup
-    def _prepare_topics(self) -> list[str]:
-        admin = self._admin
-        self._check_stateful()
-        self._check_exactly_once()
-        topics = [t for s in self.sources for t in s.topics]
-        sources = [t for s in self.sources if not s.internal for t in s.topics]
-        infos = admin.require_sources(sources)
-        self._topics = infos
-        self._max_record_bytes = self._room_for_sources(sources)
-        for source in self.sources:  # an internal source comes after its upstream: its shape is known
-            if source.internal:
-                assert source.upstream is not None
-                self._repartition_topics.add(source.topics[0])
-                shape = self._shape_of(source.upstream)
-                infos[source.topics[0]] = admin.ensure(source.topics[0], *shape, _REPARTITION)
-            partitions, replication = self._shape_of(source)
-            for step in _steps_below(source.root, To):
-                admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
-            for step in _steps_below(source.root, Aggregate):
-                changelog = changelog_topic(self.name, step.store)
-                infos[changelog] = admin.ensure(changelog, partitions, replication, _COMPACTED)
-                if step.late is not None:
-                    admin.ensure(step.late, partitions, replication)
-        levels = max((len(p.retry_topics) for p in self._policies()), default=0)
-        if levels:
-            partitions = max(i.partitions for i in infos.values())
-            replication = max(i.replication for i in infos.values())
-            for level in range(1, levels + 1):
-                name = retry_topic(self.name, level)
-                admin.ensure(name, partitions, replication)
-                self._retry_topics.add(name)
-                topics.append(name)
-        return topics
-
-    def _room_for_sources(self, topics: list[str]) -> int | None:
-        """librdkafka's ``message.max.bytes`` for the producer when a source takes more than its default.
-
-        A record the source took must fit in its dead letter (the record plus its context
-        headers): librdkafka would refuse it before any topic could take it.
-        """
-        if "message.max.bytes" in self.settings.producer_config():
-            return None  # the user's choice
-        limits = [int(v) for v in (self._admin.topic_config(t, "max.message.bytes") for t in topics) if v]
-        needed = max(limits, default=0) + _CONTEXT_BYTES
-        return needed if needed > _LIBRDKAFKA_MAX_MESSAGE_BYTES else None
-
-    def _shape_of(self, source: Source) -> tuple[int, int]:
-        infos = self._topics
-        return (
-            max(infos[t].partitions for t in source.topics),
-            max(infos[t].replication for t in source.topics),
-        )
-
-    def _check_exactly_once(self) -> None:
-        if not self.options.exactly_once:
-            return
-        for source in self.sources:
-            for step in _steps_below(source.root, Sink):
-                idempotent = step.idempotent
-                if idempotent is None:
-                    idempotent = bool(getattr(step.fn, "idempotent", False))
-                if not idempotent:
-                    msg = (
-                        f"{step.name}: a sink outside Kafka cannot join a Kafka transaction, so with "
-                        "guarantee='exactly_once' a replay after a crash writes its records again; use an "
-                        "idempotent sink (sinks.sqlite/postgres(..., key=...): upserts), or sink(fn, "
-                        "idempotent=True) if yours is (effectively-once)"
-                    )
-                    raise ConfigError(msg)
-        self._require_offset_order("guarantee='exactly_once'")
-
-    def _check_stateful(self) -> None:
-        steps = [s for source in self.sources for s in _steps_below(source.root, Aggregate)]
-        if not steps:
-            return
-        stores = [s.store for s in steps]
-        twice = sorted({s for s in stores if stores.count(s) > 1})
-        if twice:
-            msg = (
-                f"two aggregations are named {twice[0]!r}: give each its own name= (it names its state store)"
-            )
-            raise ConfigError(msg)
-        self._require_offset_order("aggregations and windows")
-
-    def _require_offset_order(self, what: str) -> None:
-        """Refuse what reorders records: worker threads and retry topics."""
-        if self.options.concurrency > 1:
-            msg = (
-                f"{what}: records are processed on the poll thread, use concurrency=1 "
-                "(scale out with more workers: sluice run --workers N)"
-            )
-            raise ConfigError(msg)
-        if any(p.retry_topics for p in self._policies()):
-            msg = f"{what}: retry topics reorder records; use retries and a dead-letter topic"
-            raise ConfigError(msg)
-
-    def _policies(self) -> list[ErrorPolicy]:
-        policies = [self.policy]
-        for source in self.sources:
-            if source.on_error is not None:
-                policies.append(source.on_error)
-            policies.extend(s.on_error for s in _steps_below(source.root, Step) if s.on_error is not None)
-        return policies
-
     def _producer_config(self) -> dict[str, object]:
         transactional: dict[str, object] = {}
         if self.options.exactly_once:
@@ -262,7 +148,7 @@ class Runner:
                 "transactional.id": transactional_id(self.name, self._slot),
                 "transaction.timeout.ms": _TRANSACTION_TIMEOUT_MS,
             }
-        room = {"message.max.bytes": self._max_record_bytes} if self._max_record_bytes else {}
+        room = {"message.max.bytes": self.topology.max_record_bytes} if self.topology.max_record_bytes else {}
         return {
             **self.settings.producer_config(),
             **room,
@@ -306,7 +192,7 @@ class Runner:
             in_flight=self.tracker.in_flight,
             failure=self.fatal,
             stopping=self._stop.is_set(),
-            retry_topics=frozenset(self._retry_topics),
+            retry_topics=frozenset(self.topology.retry_topics),
             records_out=records_out,
             dead_letters=dict(router.dead_letters) if router is not None else {},
             skipped=dict(router.skipped) if router is not None else {},
@@ -329,9 +215,9 @@ class Runner:
                 self.metrics.close()
 
     def _run(self) -> bool:
-        topics = self._prepare_topics()
+        topics = self.topology.prepare()
         self._only_topic = topics[0] if len(topics) == 1 else None
-        if self.options.exactly_once or any(_steps_below(s.root, Aggregate) for s in self.sources):
+        if self.options.exactly_once or any(steps_below(s.root, Aggregate) for s in self.sources):
             self._slot = claim_slot(self.state_dir)
         try:
             return self._run_claimed(topics)
@@ -344,7 +230,9 @@ class Runner:
         assert self.consumer is not None and self.producer is not None
         # a record refused for a reason of the moment (an outage) waits as long as a batch for a sink
         self._collector = RecordCollector(self.producer, retry_for=self.policy.retry_for)
-        self._router = FailureRouter(self.name, self.policy, self._collector, self._admin, self._topic_shape)
+        self._router = FailureRouter(
+            self.name, self.policy, self._collector, self._admin, self.topology.shape
+        )
         self.stats.failures = self._router
         if self.options.exactly_once:
             committer = Transactional(self, self._make_transactional_producer)
@@ -380,7 +268,9 @@ class Runner:
         )
         logger.info("%s: consuming %s as group %s", self.name, ", ".join(topics), self.settings.group_id)
         clean = False
-        thresholds = _freeze_heap(self._batch_shape()[0])
+        thresholds = _freeze_heap(
+            self.topology.batch_shape(self.settings.max_poll_records, self.options.poll_timeout)[0]
+        )
         try:
             self._loop(executor)
         finally:
@@ -391,24 +281,13 @@ class Runner:
             raise self.fatal
         return clean
 
-    def _batch_shape(self) -> tuple[int, float]:
-        """Records per consume and its timeout: map_batch steps ask for bigger, timelier batches."""
-        max_records, timeout = self.settings.max_poll_records, self.options.poll_timeout
-        for source in self.sources:
-            for step in _steps_below(source.root, MapBatch):
-                max_records = max(max_records, step.max_rows)
-                timeout = min(timeout, step.max_wait)
-        return max_records, timeout
-
-    def _topic_shape(self, topic: str) -> tuple[int, int]:
-        info = self._topics.get(topic)
-        return (info.partitions, info.replication) if info else (1, 1)
-
     # ------------------------------------------------------------------ the loop
     def _loop(self, executor: Executor) -> None:
         consumer, producer, opts = self.consumer, self.producer, self.options
         assert consumer is not None and producer is not None
-        max_records, poll_timeout = self._batch_shape()
+        max_records, poll_timeout = self.topology.batch_shape(
+            self.settings.max_poll_records, self.options.poll_timeout
+        )
         stats = self.stats
         metrics = self.metrics
         next_commit = time.monotonic() + opts.commit_interval
@@ -460,7 +339,7 @@ class Runner:
             if now >= next_commit:
                 committer.commit()
                 next_commit = now + opts.commit_interval
-            if self._repartition_topics and now >= next_purge:
+            if self.topology.repartition_topics and now >= next_purge:
                 self._purge_repartition_topics()
                 next_purge = now + _PURGE_INTERVAL
             progress.maybe_log(now)
@@ -595,7 +474,7 @@ class Runner:
         assert self._router is not None
         self._router.start_batch()
         revocations = self._revocations
-        if self._retry_topics:
+        if self.topology.retry_topics:
             msgs = self._run_with_parked(executor, msgs, batch)
         else:
             executor.run(msgs, batch)
@@ -609,10 +488,10 @@ class Runner:
     def _dispatch(self, executor: Executor, msgs: list) -> None:
         """Hand one consumed batch to the worker threads (concurrency>1)."""
         assert self.dispatcher is not None
-        if self._retry_topics:
-            parked = [m for m in msgs if m.topic() in self._retry_topics]
+        if self.topology.retry_topics:
+            parked = [m for m in msgs if m.topic() in self.topology.retry_topics]
             if parked:
-                msgs = [m for m in msgs if m.topic() not in self._retry_topics]
+                msgs = [m for m in msgs if m.topic() not in self.topology.retry_topics]
                 batch = Batch(0, self.failed_batches)
                 self._router.start_batch()
                 done = self._run_with_parked(executor, parked, batch)
@@ -625,7 +504,7 @@ class Runner:
     def _run_with_parked(self, executor: Executor, msgs: list, batch: Batch) -> list:
         """Run source records as a batch and due parked records one by one; return the processed ones."""
         assert self.consumer is not None
-        retry_topics = self._retry_topics
+        retry_topics = self.topology.retry_topics
         sources = [m for m in msgs if m.topic() not in retry_topics]
         if len(sources) == len(msgs):
             executor.run(msgs, batch)
@@ -798,7 +677,7 @@ class Runner:
             ends: dict[int, tuple[int, int]] = {}
             if clean:
                 try:
-                    ends = self._admin.watermarks(node.changelog, self._topic_shape(node.changelog)[0])
+                    ends = self._admin.watermarks(node.changelog, self.topology.shape(node.changelog)[0])
                 except SluiceError as exc:
                     logger.warning(
                         "%s: no state checkpoint (%s): the next start restores from the changelog",
@@ -814,7 +693,7 @@ class Runner:
         purge = {
             (t, p): o
             for (t, p), o in committed.items()
-            if t in self._repartition_topics and o > self._purged.get((t, p), 0)
+            if t in self.topology.repartition_topics and o > self._purged.get((t, p), 0)
         }
         if not purge:
             return
@@ -951,16 +830,6 @@ def _freeze_heap(batch_size: int) -> tuple[int, int, int]:
     thresholds = gc.get_threshold()
     gc.set_threshold(max(thresholds[0], 5 * batch_size), thresholds[1], thresholds[2])
     return thresholds
-
-
-def _steps_below(stream: Stream, kind: type[_S]) -> list[_S]:
-    """The steps of type ``kind`` in the graph below ``stream``, depth first."""
-    out: list[_S] = []
-    for child in stream.children:
-        if isinstance(child.step, kind):
-            out.append(child.step)
-        out.extend(_steps_below(child, kind))
-    return out
 
 
 def _fmt(partitions: list[TopicPartition]) -> str:
