@@ -48,6 +48,7 @@ from sluice.cli._help import SluiceGroup
 from sluice.errors import DeliveryError, KafkaUnavailableError, TopicNotFoundError
 from sluice.errors.dead_letter import REPLAY_COUNT, DeadLetterContext, original_headers, replay_count
 from sluice.kafka.admin import TopicAdmin, TopicInfo
+from sluice.kafka.calls import error_text, produce_waiting
 from sluice.kafka.coordinator import retry_coordinator
 from sluice.kafka.properties import scrub
 
@@ -135,7 +136,7 @@ class _Kafka:
         raise TopicNotFoundError(msg)
 
     def kafka_error(self, doing: str, exc: KafkaException) -> KafkaUnavailableError:
-        detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+        detail = error_text(exc)
         msg = f"{doing} failed on {self.brokers}: {detail}"
         return KafkaUnavailableError(msg)
 
@@ -443,19 +444,17 @@ class _Replay:
         headers_out = [*original_headers(headers), (REPLAY_COUNT, str(replay_count(headers) + 1).encode())]
         producer = self._get_producer()
         self._handled.setdefault(p, []).append(offset)
-        while True:
-            try:
-                producer.produce(
-                    destination,
-                    value=msg.value(),
-                    key=msg.key(),
-                    headers=headers_out,
-                    on_delivery=partial(self._on_delivery, p, offset, destination),
-                    **kwargs,
-                )
-                break
-            except BufferError:
-                producer.poll(0.1)
+        produce_waiting(
+            producer.produce,
+            producer.poll,
+            destination,
+            value=msg.value(),
+            key=msg.key(),
+            headers=headers_out,
+            on_delivery=partial(self._on_delivery, p, offset, destination),
+            wait=0.1,
+            **kwargs,
+        )
         producer.poll(0)
 
     def _on_delivery(

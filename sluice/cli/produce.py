@@ -45,6 +45,7 @@ from sluice.cli._common import (
 )
 from sluice.errors import ConfigError, TopicNotFoundError
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.calls import produce_waiting
 
 __all__ = ["TEMPLATES", "ProduceReport", "produce", "produce_records"]
 
@@ -210,12 +211,7 @@ def produce_records(
         for key, value in records:
             if count is not None and report.sent >= count:
                 break
-            while True:
-                try:
-                    produce(topic, value, key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce_waiting(produce, producer.poll, topic, value, key, on_delivery=on_delivery)
             report.sent += 1
             if rate is not None:
                 due = started + report.sent / rate

@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetS
 
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
+from sluice.kafka.calls import error_text
 from sluice.kafka.client_errors import ClientErrorWatch
 
 __all__ = ["TopicAdmin", "TopicInfo"]
@@ -124,7 +125,7 @@ class TopicAdmin:
                 )
                 answers[name] = {tp.partition: f.result().offset for tp, f in futures.items()}
             except KafkaException as exc:
-                detail = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+                detail = error_text(exc)
                 msg = f"reading the {name} offsets of {topic!r} failed on {where}: {detail}"
                 raise KafkaUnavailableError(msg) from exc
         bounds: dict[int, tuple[int, int]] = {}

@@ -30,6 +30,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, SluiceError, TopicNotFoundError
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.calls import kafka_error
 from sluice.kafka.coordinator import retry_coordinator
 
 __all__ = ["GroupLag", "GroupNotFoundError", "PartitionLag", "group_lag"]
@@ -97,7 +98,7 @@ class GroupLag:
 
 
 def _fail(brokers: str, doing: str, exc: BaseException, timeout: float) -> KafkaUnavailableError:
-    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    err = kafka_error(exc)
     detail = err.str() if err is not None else str(exc)
     if err is not None and err.code() in (
         KafkaError._TRANSPORT,

@@ -34,9 +34,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Literal
 
-from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, Producer
 
 from sluice.errors import SluiceError
+from sluice.kafka.calls import kafka_error, produce_waiting
 
 __all__ = ["TRUNCATED_HEADER", "DeliveryKind", "RecordCollector", "classify", "error_of"]
 
@@ -94,11 +95,7 @@ def too_large(err: KafkaError) -> bool:
     return err.code() in _SIZE_ERRORS
 
 
-def error_of(exc: BaseException) -> KafkaError | None:
-    """The ``KafkaError`` inside a ``KafkaException`` (None for anything else)."""
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
+error_of = kafka_error  # the KafkaError inside a KafkaException (None for anything else)
 
 
 class RecordCollector:
@@ -127,12 +124,7 @@ class RecordCollector:
 
     def send(self, topic: str, value: Any, key: Any = None, **kwargs: Any) -> None:
         """Produce one record, serving delivery reports while the producer queue is full."""
-        while True:
-            try:
-                self.produce(topic, value, key, **kwargs)
-                return
-            except BufferError:
-                self.poll(0.05)
+        produce_waiting(self.produce, self.poll, topic, value, key, **kwargs)
 
     def latch(self, error: SluiceError) -> None:
         """Remember ``error`` unless an earlier one is latched already; the runtime stops on it."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from sluice.errors import SluiceError
+from sluice.kafka.calls import error_text
 from sluice.runtime.collector import classify
 from sluice.runtime.tracker import OffsetTracker, TopicPartitionKey
 from sluice.runtime.transactions import TransactionAborted, Transactions, TransactionUnknown
@@ -140,7 +141,7 @@ class AtLeastOnce(Committer):
             result = runner.consumer.commit(offsets=offsets, asynchronous=asynchronous)
         except KafkaException as exc:
             # still pending: sent again at the next commit; a rebalance may redo the records (at-least-once)
-            logger.warning("%s: commit failed: %s", runner.name, exc.args[0].str() if exc.args else exc)
+            logger.warning("%s: commit failed: %s", runner.name, error_text(exc))
             return
         runner.stats.commits += 1
         if not asynchronous and result:

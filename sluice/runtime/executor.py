@@ -31,6 +31,7 @@ from sluice.dataflow.steps import Aggregate, Record, StepFailed
 from sluice.errors import ConfigError, EnvironmentalError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
+from sluice.kafka.calls import produce_waiting
 from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
@@ -157,19 +158,17 @@ class _Emitter:
         ts = msg.timestamp()[1]
         payload = value if self.serialize is None else self.serialize(value)
         key_bytes = key if self.key_serialize is None else self.key_serialize(key)
-        while True:
-            try:
-                self.produce(
-                    self.topic,
-                    payload,
-                    key_bytes,
-                    timestamp=ts if ts > 0 else 0,
-                    headers=msg.headers(),
-                    on_delivery=MethodType(batch.on_delivery, msg),
-                )
-                return [record]
-            except BufferError:
-                self._poll(0.05)
+        produce_waiting(
+            self.produce,
+            self._poll,
+            self.topic,
+            payload,
+            key_bytes,
+            timestamp=ts if ts > 0 else 0,
+            headers=msg.headers(),
+            on_delivery=MethodType(batch.on_delivery, msg),
+        )
+        return [record]
 
     def _failed(self, index: int, record: Record, exc: BaseException, batch: Batch) -> None:
         def retry(rec: Record) -> list[Record]:

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from sluice.dataflow.steps import Aggregate, EventTimed, Record
 from sluice.errors import FutureTimestampError, KafkaUnavailableError, SluiceError
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.calls import produce_waiting
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.tracker import Batch
 from sluice.serde import key_serializer
@@ -480,19 +481,16 @@ class AggregateNode:
             return
         on_delivery = flush.on_delivery
         for partition, kb, blob, headers in records:
-            while True:
-                try:
-                    self._produce(
-                        self.changelog,
-                        blob,
-                        kb,
-                        partition=partition,
-                        headers=headers,
-                        on_delivery=on_delivery,
-                    )
-                    break
-                except BufferError:
-                    self._poll(0.05)
+            produce_waiting(
+                self._produce,
+                self._poll,
+                self.changelog,
+                blob,
+                kb,
+                partition=partition,
+                headers=headers,
+                on_delivery=on_delivery,
+            )
 
     def _on_late(self, record: Record, kb: bytes, ts: int, batch: Batch) -> None:
         self.late += 1

@@ -17,6 +17,7 @@ import logging
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from sluice.errors import SluiceError
+from sluice.kafka.calls import error_text, kafka_error
 from sluice.state.slots import Slot
 
 __all__ = ["TransactionAborted", "TransactionUnknown", "Transactions", "transactional_id"]
@@ -83,7 +84,7 @@ class Transactions:
                 self.producer.send_offsets_to_transaction(offsets, group_metadata, self.timeout)
             self._commit_with_retries()
         except KafkaException as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            err = kafka_error(exc)
             if err is not None and err.txn_requires_abort():
                 self.abort()
                 raise TransactionAborted(err.str()) from exc
@@ -104,7 +105,7 @@ class Transactions:
                 self.producer.commit_transaction(self.timeout)
                 return
             except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+                err = kafka_error(exc)
                 if err is None or not err.retriable() or attempt == 2:
                     raise
                 logger.warning("committing the transaction: %s; retrying", err.str())
@@ -119,8 +120,8 @@ class Transactions:
 
 
 def _fatal(doing: str, exc: KafkaException) -> SluiceError:
-    err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-    detail = err.str() if err is not None else str(exc)
+    err = kafka_error(exc)
+    detail = error_text(exc)
     fenced = err is not None and err.code() in (
         KafkaError._FENCED,
         KafkaError.PRODUCER_FENCED,
