@@ -241,6 +241,14 @@ class Cluster:
     def restart(self, node_id: int) -> None:
         kafkactl.start_node(node_id)
 
+    def restart_nodes(self, node_ids: list[int]) -> None:
+        """Start several killed nodes at once (one alone cannot rejoin a quorum that lost two)."""
+        nodes = kafkactl.cluster_nodes()
+        for node_id in node_ids:
+            if kafkactl._read_pid(nodes[node_id - 1]) is None:
+                kafkactl._launch(nodes[node_id - 1], heap="512m")
+        kafkactl._wait_ready(nodes)
+
     def pid(self, node_id: int) -> int | None:
         return kafkactl._read_pid(kafkactl.cluster_nodes()[node_id - 1])
 
