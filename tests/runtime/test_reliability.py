@@ -183,7 +183,7 @@ def _create_placed(kafka, name: str, replicas: list[int], config: dict | None = 
         [
             NewTopic(
                 name,
-                num_partitions=-1,
+                num_partitions=1,
                 replication_factor=-1,
                 replica_assignment=[replicas],
                 config=config or {},
