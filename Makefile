@@ -6,7 +6,7 @@ KAFKACTL := $(PY) tools/kafka/kafkactl.py
 PGCTL := $(PYTHON) tools/postgres/pgctl.py
 JARS_STAMP := tools/kafka/target/dependency/.fetched
 
-.PHONY: setup jars broker-up broker-down cluster-up cluster-down postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
+.PHONY: setup jars broker-up broker-down cluster-up cluster-down chaos postgres-up postgres-down demo test test-fast lint format bench bench-smoke bench-peers clean
 
 setup: $(VENV)/.installed
 
@@ -98,6 +98,14 @@ bench-smoke: setup jars
 	$(PY) -m benchmarks.bench --smoke
 	$(PY) -m benchmarks.windowed_state --records 5000 --keys 200 --timeout 120 --no-save
 	$(PY) -m benchmarks.exactly_once --records 5000 --keys 200 --seconds 2 --timeout 120 --no-save
+
+# Faults provoked for real on the 3-node cluster (kill -9 of workers and brokers, two brokers down past
+# message.timeout.ms, a worker stopped past its session, slow handlers, oversized records, revokes with
+# parallel work queued, refused outputs of parked records), each bounded in time, 1% poison records:
+# a table of lost / duplicated / wrongly dead-lettered / stalled / time to recover, written to
+# benchmarks/results/chaos-<date>.md. About 15 minutes; exit 1 when a scenario fails.
+chaos: cluster-up
+	$(PY) -m benchmarks.chaos $(CHAOS_ARGS)
 
 clean: broker-down cluster-down
 	rm -rf $(VENV) tools/kafka/target .kafka
