@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from sluice.errors import SluiceError
+from sluice.errors import DeliveryError, SluiceError
 from sluice.kafka.calls import error_text
-from sluice.runtime.collector import classify
-from sluice.runtime.tracker import OffsetTracker, TopicPartitionKey
+from sluice.runtime.collector import classify, too_large
+from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey
 from sluice.runtime.transactions import TransactionAborted, Transactions, TransactionUnknown
 
 if TYPE_CHECKING:
@@ -44,6 +44,10 @@ class Committer:
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
+
+    def screen(self, msgs: list[Any], batch: Batch) -> list[Any]:
+        """The consumed records to run (exactly-once dead-letters some on a redo)."""
+        return msgs
 
     def consumed(self, msgs: list[Any], next_offsets: dict[TopicPartitionKey, int]) -> None:
         """A batch of ``msgs`` was run; ``next_offsets``: per partition, its last offset + 1."""
@@ -177,6 +181,8 @@ class Transactional(Committer):
         self._make_producer = make_producer
         assert runner.producer is not None
         self.txn = Transactions(runner.producer, runner.options.shutdown_timeout)
+        #: consumed records (topic, partition, offset) whose output Kafka refused as such, with the error
+        self.poison: dict[tuple[str, int, int], tuple[KafkaError, str]] = {}
         self.renewals = 0  # producers re-created after an abort or an unknown outcome
         self.undone = 0  # rewinds that took back the stores' writes since the last commit
         self.restored = 0  # rewinds that restored the stores from the changelog
@@ -195,23 +201,64 @@ class Transactional(Committer):
         """A record of the open transaction was refused; the transaction cannot commit.
 
         A refusal of the moment (an outage) aborts it and redoes its records from the last
-        committed position; a refusal of the record itself would meet the same answer on
-        every redo: stop, with nothing past the last commit visible to read_committed readers.
+        committed position. A refusal of a record as such (too large, invalid) would meet
+        the same answer on every redo: the transaction is aborted, and on the redo the
+        consumed record whose output was refused goes to the dead-letter topic instead
+        (inside the transaction). Anything else stops the app, with nothing past the last
+        commit visible to read_committed readers.
         """
         runner = self.runner
         refused = [f for batch in runner.failed_batches for f in batch.failures]
         runner.failed_batches.clear()
-        hard = [(err, out) for _s, err, out in refused if classify(err) != "environmental"]
-        if not hard:
-            _source, err, out = refused[0]
-            self.abort(f"Kafka refused an output to {out.topic()!r} ({err.str()})")
+        if not refused:
             return
-        err, out = hard[0]
-        topic = out.topic() if out is not None else "?"
-        runner.fatal = SluiceError(
-            f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
-            "and stops (nothing after the last committed transaction is visible to read_committed readers)"
-        )
+        if self._note_poison(refused):
+            return
+        _source, err, out = refused[0]
+        self.abort(f"Kafka refused an output to {out.topic()!r} ({err.str()})")
+
+    def _note_poison(self, refused: list[tuple[Any, Any, Any]]) -> bool:
+        """Remember the consumed records whose output Kafka refused as such; True when the app must stop.
+
+        A record refused only because a larger one shared its produce request is not
+        poison: it is simply redone.
+        """
+        runner = self.runner
+        assert runner.refusals is not None
+        for source, err, out in refused:
+            kind = classify(err)
+            if kind == "environmental" or (too_large(err) and runner.refusals.fits(source, out)):
+                continue
+            where = _consumed_at(source)
+            if kind == "record" and where is not None and out is not None:
+                self.poison[where] = (err, out.topic())
+                continue
+            topic = out.topic() if out is not None else "?"
+            runner.fatal = SluiceError(
+                f"Kafka refused an output to {topic!r}: {err.str()}; exactly-once aborts the transaction "
+                "and stops (nothing after the last committed transaction is visible to read_committed readers)"
+            )
+            return True
+        return False
+
+    def screen(self, msgs: list[Any], batch: Batch) -> list[Any]:
+        """The records to run; those whose output Kafka refused as such go to the dead-letter topic."""
+        if not self.poison:
+            return msgs
+        runner = self.runner
+        assert runner.refusals is not None and runner.executor is not None
+        kept = []
+        for m in msgs:
+            hit = self.poison.pop((m.topic(), m.partition(), m.offset()), None)
+            if hit is None:
+                kept.append(m)
+                continue
+            err, topic = hit
+            step, policy = runner.executor.emitter_for(topic)
+            exc = DeliveryError(f"Kafka refused the output to {topic!r}: {err.str()}")
+            router = runner.refusals.router
+            router.dispose("produce", step, policy or router.policy, m, exc, 1, batch, park=False)
+        return kept
 
     def commit(self) -> bool:
         """Commit the open transaction with the consumed positions; on an abortable error, redo it."""
@@ -227,6 +274,9 @@ class Transactional(Committer):
         try:
             self.txn.commit(offsets, runner.consumer.consumer_group_metadata())
         except TransactionAborted as exc:
+            refused = [f for batch in runner.failed_batches for f in batch.failures]
+            if refused and self._note_poison(refused):
+                return False
             self.rewind(f"the transaction was aborted: {exc}")
             return False
         except TransactionUnknown as exc:
@@ -371,3 +421,11 @@ class Transactional(Committer):
             elif (tp.topic, tp.partition) in runner.parts.txn_start:
                 out[(tp.topic, tp.partition)] = runner.parts.txn_start[(tp.topic, tp.partition)]
         return out
+
+
+def _consumed_at(source: object) -> tuple[str, int, int] | None:
+    """Where the consumed record behind a refused output is (None for what is not one)."""
+    try:
+        return (source.topic(), source.partition(), source.offset())  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return None

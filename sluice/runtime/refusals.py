@@ -78,7 +78,7 @@ class Refusals:
             limit = self._limits[topic] = self.admin.max_message_bytes(topic, self.producer_config)
         return limit
 
-    def _fits(self, source: object, out: Any) -> bool:
+    def fits(self, source: object, out: Any) -> bool:
         """``out`` alone is well within its topic's record size limit."""
         headers, _ts = _produced_with(source)
         size = len(out.value() or b"") + len(out.key() or b"")
@@ -115,7 +115,7 @@ class Refusals:
         """One refused record: environmental refusals are produced again, record-level ones dead-lettered."""
         assert self.router is not None and self.executor is not None and self.collector is not None
         kind = classify(err)
-        if too_large(err) and self._fits(source, out):
+        if too_large(err) and self.fits(source, out):
             # refused with a larger record it was batched with (the broker refuses whole
             # batches): not this record's fault; alone, it goes through
             kind = "environmental"

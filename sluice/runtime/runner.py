@@ -477,7 +477,7 @@ class Runner:
         if self.topology.retry_topics:
             msgs = self._run_with_parked(executor, msgs, batch)
         else:
-            executor.run(msgs, batch)
+            executor.run(self.committer.screen(msgs, batch), batch)
         batch.seal()
         next_ = next_offsets(msgs, self._only_topic)
         if revocations != self._revocations:  # partitions went away while the batch ran (a keep-alive poll)

@@ -62,3 +62,38 @@ def produce_input_from(kafka, src: str, start: int, end: int) -> None:
         (f"user-{i % USERS}", orjson.dumps({"id": i, "user": f"user-{i % USERS}"})) for i in range(start, end)
     ]
     kafka.produce(src, records)
+
+
+def test_output_too_large_under_exactly_once_dead_letters_its_record_once_and_goes_on(
+    kafka, topic_factory, tmp_path
+):
+    """Issue 15 item 5 under exactly-once: the transaction with the refused output is aborted and
+    redone with the record's dead letter in its place; no crash loop, nothing twice."""
+    src = topic_factory(partitions=2)
+    out = topic_factory(partitions=2, config={"max.message.bytes": "20000"})
+    n, big = 300, {17, 160}
+    records = []
+    for i in range(n):
+        pad = "x" * (50_000 if i in big else 10)
+        records.append((f"k{i}", orjson.dumps({"id": i, "pad": pad})))
+    kafka.produce(src, records)
+    app = App(
+        f"eos-big-{uuid.uuid4().hex[:8]}",
+        brokers=kafka.bootstrap,
+        guarantee="exactly_once",
+        state_dir=tmp_path,
+    )
+    app.stream(src).map(lambda e: e).to(out)
+    dlq = f"{app.name}.dlq"
+    kafka.created.append(dlq)
+    with running(app) as outcome:
+        wait_for(lambda: sum(kafka.committed(app.group_id, src, 2).values()) >= n, 60, outcome=outcome)
+    assert "error" not in outcome
+    outputs = sorted(
+        orjson.loads(r.value)["id"]
+        for r in kafka.drain(out, idle=3, timeout=60, **{"isolation.level": "read_committed"})
+    )
+    assert outputs == sorted(set(range(n)) - big)
+    dead = kafka.drain(dlq, idle=3, timeout=60, **{"isolation.level": "read_committed"})
+    assert sorted(orjson.loads(r.value)["id"] for r in dead) == sorted(big)
+    assert {dict(r.headers)["sluice.error.stage"] for r in dead} == {b"produce"}
