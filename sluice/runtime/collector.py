@@ -36,10 +36,18 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, Producer
 
-from sluice.errors import SluiceError
+from sluice.errors import RecordError, SluiceError
 from sluice.kafka.calls import kafka_error, produce_waiting
 
-__all__ = ["TRUNCATED_HEADER", "DeliveryKind", "RecordCollector", "classify", "error_of"]
+__all__ = [
+    "TRUNCATED_HEADER",
+    "DeliveryKind",
+    "RecordCollector",
+    "RecordTooLarge",
+    "classify",
+    "error_of",
+    "size_checked",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +86,42 @@ _FATAL_ERRORS = frozenset(
     }
 )
 _SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
+
+
+class RecordTooLarge(RecordError):
+    """An output is larger than its topic takes: refused here, before Kafka refuses its whole batch."""
+
+
+def size_checked(produce: Callable[..., None], topic: str, limit: int) -> Callable[..., None]:
+    """``produce`` for ``topic`` that refuses a value above ``limit`` bytes at once.
+
+    The broker refuses a whole produce request when one record in it is too large, and
+    a transaction with it; a record checked here meets the failure policy alone.
+
+    Example:
+        >>> sent = []
+        >>> produce = size_checked(lambda t, v, k=None, **kw: sent.append(v), "out", 10)
+        >>> produce("out", b"small")
+        >>> try:
+        ...     produce("out", b"x" * 50)
+        ... except RecordTooLarge as exc:
+        ...     print(exc)
+        the record is 50 bytes, more than topic 'out' takes (max.message.bytes about 10); it goes to the failure policy
+        >>> sent
+        [b'small']
+    """
+
+    def produce_checked(t: str, value: Any = None, key: Any = None, **kwargs: Any) -> None:
+        size = len(value or b"") + len(key or b"")
+        if size > limit:
+            msg = (
+                f"the record is {size} bytes, more than topic {t!r} takes (max.message.bytes about {limit}); "
+                "it goes to the failure policy"
+            )
+            raise RecordTooLarge(msg)
+        produce(t, value, key, **kwargs)
+
+    return produce_checked
 
 
 def classify(err: KafkaError) -> DeliveryKind:

@@ -208,6 +208,10 @@ class Transactional(Committer):
         commit visible to read_committed readers.
         """
         runner = self.runner
+        if runner.producer is not None:
+            # a failed transaction fails every later produce at once ("erroneous state"): the
+            # refusal that caused it may still be on its way back; it decides what to redo
+            runner.producer.flush(runner.options.shutdown_timeout)
         refused = [f for batch in runner.failed_batches for f in batch.failures]
         runner.failed_batches.clear()
         if not refused:

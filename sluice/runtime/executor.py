@@ -33,6 +33,7 @@ from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.calls import produce_waiting
 from sluice.runtime.async_bridge import AsyncBridge, is_async
+from sluice.runtime.collector import size_checked
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
 from sluice.runtime.retry_topics import parse_retry_headers
@@ -400,6 +401,7 @@ class Executor:
         # delivery reports are served only on the thread that polls (the one building the executor)
         self._poll_thread = threading.get_ident()
         self._poll = poll
+        self._limits: dict[str, int] = {}  # output topics smaller than what the producer sends
         for source in sources:
             nodes = [self._compile(child, source, produce, poll) for child in source.root.children]
             plan = _SourcePlan(source, nodes, router)
@@ -787,10 +789,20 @@ class Executor:
         for node in self.aggregates:
             node.flush()
 
+    def limit_sizes(self, limits: dict[str, int]) -> None:
+        """Refuse outputs above their topic's size limit before producing them (``size_checked``)."""
+        self._limits = limits
+        for emitter in self.emitters:
+            limit = limits.get(emitter.topic)
+            if limit is not None:
+                emitter.produce = size_checked(emitter.produce, emitter.topic, limit)
+
     def rebind(self, produce: Produce, poll: Callable[[float], Any]) -> None:
         """Produce through a new producer from now on (exactly-once re-creates it after an abort)."""
         for emitter in self.emitters:
-            emitter.produce, emitter._poll = produce, poll
+            limit = self._limits.get(emitter.topic)
+            emitter.produce = produce if limit is None else size_checked(produce, emitter.topic, limit)
+            emitter._poll = poll
         for node in self.aggregates:
             node.rebind(produce, poll)
 

@@ -48,6 +48,7 @@ __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
 _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
+_RECORD_ROOM = 1024  # bytes of headers and record framing next to a record's key and value
 _TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
 
 
@@ -248,6 +249,7 @@ class Runner:
             app=self.name,
             state_dir=self._slot.directory if self._slot is not None else self.state_dir,
         )
+        executor.limit_sizes(self._output_limits(executor))
         executor.keep_alive = self._keep_alive_mid_batch
         executor.stopping = self._stop.is_set
         self.refusals = Refusals(
@@ -755,6 +757,16 @@ class Runner:
         return clean
 
     # ------------------------------------------------------------------ exactly-once
+    def _output_limits(self, executor: Executor) -> dict[str, int]:
+        """Output topics that take smaller records than the producer sends: their limit, less room for headers."""
+        sends = int(self._producer_config().get("message.max.bytes", 1_000_000))  # type: ignore[arg-type]
+        limits: dict[str, int] = {}
+        for topic in {e.topic for e in executor.emitters}:
+            takes = self._admin.topic_config(topic, "max.message.bytes")
+            if takes and int(takes) < sends:
+                limits[topic] = int(takes) - _RECORD_ROOM
+        return limits
+
     def _make_transactional_producer(self) -> Producer:
         """A new producer with this process's transactional id: ``init_transactions`` bumps its epoch."""
         return Producer(self._producer_config())
