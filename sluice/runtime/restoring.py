@@ -2,10 +2,11 @@
 
 A rebalance callback only marks the stateful partitions it assigns as restoring
 (``PartitionState.restore``); nothing slow runs in it. Right after ``consume`` returns
-the loop hands its records to ``Restorer.hold``, which pauses the new ones (here, not
-in the callback: an assign and a pause in quick succession can lose the assign offset,
-librdkafka issue #2190), starts their restore, and drops any record ``consume``
-returned for a restoring partition: the partition is sought back to it when resumed.
+the loop hands its records to ``Restorer.hold``, which opens the new partitions'
+stores, pauses those with changelog records to replay (here, not in the callback: an
+assign and a pause in quick succession can lose the assign offset, librdkafka issue
+#2190; a store already complete is never paused), and drops any record ``consume``
+returned for a partition still restoring: it is sought back to it when resumed.
 Each loop iteration then calls ``Restorer.step``: one slice of changelog replay
 (``RESTORE_SLICE_RECORDS`` or ``RESTORE_SLICE_SECONDS``), the remaining records
 reported to ``/readyz`` and ``sluice_state_restore_remaining``; a source partition
@@ -87,9 +88,16 @@ class Restorer:
         if parts.unpaused:
             new = sorted(parts.unpaused)
             parts.unpaused.clear()
-            assert consumer is not None
-            consumer.pause([TopicPartition(t, p) for t, p in new])
             self._begin(new)
+            # a store with nothing to replay (a checkpoint at the changelog's end, a new app) is
+            # open already: its partition is never paused
+            wait = [tp for tp in new if self._waits(tp)]
+            for tp in new:
+                if tp not in wait:
+                    del parts.restoring[tp]
+            if wait:
+                assert consumer is not None
+                consumer.pause([TopicPartition(t, p) for t, p in wait])
         if not msgs or not parts.restoring:
             return msgs
         restoring = parts.restoring
@@ -174,11 +182,7 @@ class Restorer:
 
     def _resume(self, consumer: Consumer | None) -> list[TopicPartitionKey]:
         parts = self._parts
-        done = [
-            tp
-            for tp in parts.restoring
-            if tp not in parts.unpaused and not any(self.restoring(n, tp[1]) for n in self._nodes_of(tp[0]))
-        ]
+        done = [tp for tp in parts.restoring if tp not in parts.unpaused and not self._waits(tp)]
         if not done:
             return done
         assert consumer is not None
@@ -202,5 +206,7 @@ class Restorer:
         logger.info("state restored: %s resumed", ", ".join(f"{t}[{p}]" for t, p in sorted(done)))
         return done
 
-    def _nodes_of(self, topic: str) -> list[AggregateNode]:
-        return [n for n in self._aggregates if topic in n.input_topics]
+    def _waits(self, tp: TopicPartitionKey) -> bool:
+        """Whether source partition ``tp`` feeds a store still being restored."""
+        topic, partition = tp
+        return any(self.restoring(n, partition) for n in self._aggregates if topic in n.input_topics)

@@ -608,6 +608,9 @@ class Restoration:
     def add(self, partitions: list[int]) -> None:
         """Open the stores of ``partitions`` and restore them from their checkpoints (else the start).
 
+        A store with nothing to replay (its checkpoint is the changelog's end) joins
+        ``node.stores`` at once.
+
         Raises:
             KafkaUnavailableError: the changelog's offsets could not be read.
         """
@@ -636,6 +639,8 @@ class Restoration:
             self._counts[p], self._began[p] = 0, now
             if start < high:
                 starts.append(TopicPartition(node.changelog, p, start))
+        for p in [p for p in stores if self._positions[p] >= self._ends[p]]:
+            self._finish(p)  # nothing to replay: usable at once
         if starts:
             if self._consumer is None:
                 self._consumer = Consumer(self._config)
