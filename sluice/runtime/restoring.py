@@ -179,6 +179,9 @@ class Restorer:
                 where = ", ".join(f"{node.step.store}[{p}]" for p in mine)
                 msg = f"opening the state stores {where} failed: {exc!r}"
                 raise SluiceError(msg) from exc
+            if not restoration.pending:  # every store was complete: nothing to read
+                del self._restorations[node]
+                restoration.close()
 
     def _resume(self, consumer: Consumer | None) -> list[TopicPartitionKey]:
         parts = self._parts

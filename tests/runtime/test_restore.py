@@ -1,7 +1,9 @@
 """State restore runs in the poll loop a slice at a time, on the real broker.
 
 A store restored from a large changelog keeps the member in its group and ``/healthz``
-green, ``/readyz`` says how many records are left, and the counts after it are exact.
+green, ``/readyz`` says how many records are left, a worker joining meanwhile gets its
+partitions at once, a restore cut short by a revoke goes on from where it stopped, and
+the counts after it all are exact.
 The restore is slowed down (a sleep per changelog record applied, and small slices) so
 that it lasts long enough to be observed, and longer than ``max.poll.interval.ms``.
 """
@@ -221,6 +223,60 @@ def test_a_worker_joining_during_a_restore_longer_than_the_poll_interval_gets_it
     )
     assert "partitions lost" not in log, "a member left the group during a restore"
     assert first.stats.records_in + second.stats.records_in == len(expected), "a record was run twice"
+    updates = [orjson.loads(r.value) for r in got]
+    assert len(updates) == len(expected), "a record was counted twice or missed"
+    assert {u["key"]: u["value"] for u in updates} == expected  # the restored counts, plus one
+
+
+def test_a_restore_cut_short_by_a_revoke_goes_on_from_where_it_stopped_when_the_partition_comes_back(
+    kafka, topic_factory, tmp_path, monkeypatch, caplog
+):
+    name, src, counts = build_changelog(kafka, topic_factory, tmp_path)
+    expected = second_run_input(kafka, src, counts)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    kafka.created.append(out)
+    slow_restore(monkeypatch, per_record=0.0005)
+    ends = kafka.end_offsets(f"{name}-n-changelog", 2)
+    applied: list[float] = []
+    apply = stateful._Chunk.apply
+
+    def noted(chunk) -> None:
+        applied.append(time.monotonic())
+        apply(chunk)
+
+    monkeypatch.setattr(stateful._Chunk, "apply", noted)
+
+    def worker(i: int) -> App:
+        return counting_app(kafka, name, src, out, tmp_path / f"worker{i}")
+
+    first, second = worker(1), worker(2)
+    with caplog.at_level("INFO", logger="sluice"), started(first) as one:
+        wait_for(lambda: applied, timeout=30, what="the first worker restoring", outcome=one)
+        time.sleep(2.0)
+        with running(second) as two:  # takes a partition from the first, in the middle of its restore
+            wait_for(lambda: second._runner.parts.assigned, timeout=30, what="a partition for the joiner")
+            assert "error" not in two
+        # the second left: its partition is back with the first, which goes on from its checkpoint
+        got = wait_for(
+            lambda: (g := kafka.drain(out, idle=1.0, timeout=10)) and len(g) >= len(expected) and g,
+            timeout=90,
+            what="every second-run record counted",
+            outcome=one,
+        )
+        assert "error" not in one, one.get("error")
+        log = caplog.text
+
+    stops = [
+        (int(p), int(at))
+        for p, at in re.findall(r"state n\[(\d)\]: restore stopped at changelog offset (\d+)", log)
+    ]
+    assert stops, "no restore was cut short: the test did not test anything"
+    restored = [
+        (int(p), int(n)) for p, n in re.findall(r"state n\[(\d)\]: restored (\d+) changelog records", log)
+    ]
+    resumed = [(p, at) for p, at in stops if 0 < at < ends[p] and (p, ends[p] - at) in restored]
+    assert resumed, f"no restore went on from its checkpoint: stopped {stops}, restored {restored}"
+    assert "partitions lost" not in log
     updates = [orjson.loads(r.value) for r in got]
     assert len(updates) == len(expected), "a record was counted twice or missed"
     assert {u["key"]: u["value"] for u in updates} == expected  # the restored counts, plus one
