@@ -118,13 +118,17 @@ class Restorer:
     def step(self, consumer: Consumer | None, deadline: float | None = None) -> list[TopicPartitionKey]:
         """Replay one slice of changelog; resume the partitions whose state is complete; return them.
 
+        ``deadline``: when to stop (``time.monotonic()``); by default ``RESTORE_SLICE_SECONDS``
+        from now, shared between the aggregations restoring.
+
         Raises:
             SluiceError: reading the changelog failed or made no progress (``KafkaUnavailableError``).
         """
-        deadline = deadline if deadline is not None else time.monotonic() + stateful.RESTORE_SLICE_SECONDS
+        # each aggregation restoring gets its share of the slice: none waits for another to finish
+        share = stateful.RESTORE_SLICE_SECONDS / max(1, len(self._restorations))
         for node, restoration in list(self._restorations.items()):
             try:
-                restoration.step(deadline)
+                restoration.step(deadline if deadline is not None else time.monotonic() + share)
             except SluiceError:
                 raise
             except Exception as exc:  # a store that cannot be written: stop, say why

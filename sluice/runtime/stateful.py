@@ -594,7 +594,9 @@ class Restoration:
         self._assigned: set[int] = set()
         self._counts: dict[int, int] = {}
         self._began: dict[int, float] = {}
-        self._last_progress = time.monotonic()
+        #: seconds this restore's consumer waited and read nothing, since it last read something
+        #: (not wall time: the loop gives its time to other work and other restores too)
+        self._idle = 0.0
 
     @property
     def pending(self) -> set[int]:
@@ -646,7 +648,7 @@ class Restoration:
                 self._consumer = Consumer(self._config)
             self._consumer.incremental_assign(starts)
             self._assigned.update(tp.partition for tp in starts)
-        self._last_progress = now
+        self._idle = 0.0
         self._report()
 
     def step(self, deadline: float, max_records: int = 0) -> list[int]:
@@ -669,15 +671,18 @@ class Restoration:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
+            waited = time.monotonic()
             msgs = consumer.consume(min(1000, limit - read), left)
             if msgs:
                 read += len(msgs)
                 self._apply(msgs)
-                self._last_progress = time.monotonic()
+                self._idle = 0.0
+            else:
+                self._idle += time.monotonic() - waited
         done = [p for p in self._stores if self._positions[p] >= self._ends[p]]
         for p in done:
             self._finish(p)
-        if self._reading() and time.monotonic() - self._last_progress > self._timeout:
+        if self._reading() and self._idle > self._timeout:
             where = ", ".join(
                 f"[{p}] at {self._positions[p]} of {self._ends[p]}" for p in sorted(self._stores)
             )

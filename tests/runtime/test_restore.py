@@ -11,6 +11,7 @@ that it lasts long enough to be observed, and longer than ``max.poll.interval.ms
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import threading
 import time
@@ -19,8 +20,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
+import pytest
 
 from sluice import App
+from sluice.errors import KafkaUnavailableError
+from sluice.kafka.config import ClientSettings
 from sluice.runtime import stateful
 from tests.apps import running, wait_for
 from tests.ops.helpers import get_json, scrape, values
@@ -280,3 +284,29 @@ def test_a_restore_cut_short_by_a_revoke_goes_on_from_where_it_stopped_when_the_
     updates = [orjson.loads(r.value) for r in got]
     assert len(updates) == len(expected), "a record was counted twice or missed"
     assert {u["key"]: u["value"] for u in updates} == expected  # the restored counts, plus one
+
+
+def test_a_restore_that_reads_nothing_stops_the_app_after_the_timeout_with_a_clear_error(
+    kafka, topic_factory, tmp_path, monkeypatch
+):
+    src = topic_factory(partitions=1)
+    name = f"rs-{uuid.uuid4().hex[:8]}"
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    kafka.created.extend([out, f"{name}-n-changelog"])
+    kafka.produce(src, [(f"u{i}".encode(), orjson.dumps({"user": f"u{i}"})) for i in range(200)])
+    first = counting_app(kafka, name, src, out, tmp_path / "first")
+    with running(first) as outcome:
+        wait_for(lambda: kafka.committed(name, src, 1) == {0: 200}, what="committed", outcome=outcome)
+    # the restore consumer reaches no broker: the changelog has records it never reads
+    real = ClientSettings.restore_consumer_config
+    monkeypatch.setattr(
+        ClientSettings,
+        "restore_consumer_config",
+        lambda self: {**real(self), "bootstrap.servers": "127.0.0.1:1"},
+    )
+    second = counting_app(kafka, name, src, out, tmp_path / "second")
+    second.options = dataclasses.replace(second.options, revoke_timeout=2.0)
+    started_at = time.monotonic()
+    with pytest.raises(KafkaUnavailableError, match=rf"restoring {name}-n-changelog made no progress for 2s"):
+        second.run(install_signal_handlers=False)
+    assert time.monotonic() - started_at < 30
