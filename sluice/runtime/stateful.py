@@ -189,7 +189,8 @@ class AggregateNode:
         try:
             restoration.add(partitions)
             while restoration.pending:
-                restoration.step(time.monotonic() + 0.5, _NO_LIMIT)
+                # short waits: a consume waits out its timeout unless it fills its batch
+                restoration.step(time.monotonic() + RESTORE_SLICE_SECONDS, _NO_LIMIT)
         finally:
             restoration.close()
 
