@@ -257,6 +257,16 @@ def _broker_outage(ctx: Context) -> None:
     ctx.recovered_from_here()
 
 
+def _long_outage(ctx: Context) -> None:
+    ctx.at(8)
+    kill_broker(2)
+    kill_broker(3)
+    ctx.fault("kill -9 brokers 2 and 3 for 45 s (> transaction.timeout.ms 30 s)")
+    ctx.at(53)
+    restart_brokers([2, 3])
+    ctx.recovered_from_here()
+
+
 def _lost_assignment(ctx: Context) -> None:
     ctx.at(6)
     ctx.workers[0].signal(signal.SIGSTOP)
@@ -360,6 +370,13 @@ def scenarios() -> list[Scenario]:
             out_config=SMALL_OUTPUT,
         ),
         Scenario("oversized-eos", "exactly_once", _oversized, big=50, out_config=SMALL_OUTPUT),
+        Scenario(
+            "long-outage-eos",
+            "exactly_once",
+            _long_outage,
+            producer={"message.timeout.ms": 10_000, "request.timeout.ms": 5_000},
+            timeout=120,
+        ),
     ]
     return out
 

@@ -16,7 +16,7 @@ def test_output_refused_during_an_outage_aborts_renews_the_producer_and_redoes_e
 ):
     """An output topic missing for a while (refusals of the moment): the transaction is aborted,
     the producer re-created (init_transactions, a new epoch) and the records redone; the app
-    neither stops nor writes anything twice (read_committed)."""
+    neither stops nor writes anything twice (read_committed), dead letters in flight included."""
     src = topic_factory(partitions=2)
     ids, counts = f"ids-{uuid.uuid4().hex[:8]}", f"counts-{uuid.uuid4().hex[:8]}"
     half = 500
@@ -31,22 +31,26 @@ def test_output_refused_during_an_outage_aborts_renews_the_producer_and_redoes_e
     events = app.stream(src)
     events.map(lambda e: {"id": e["id"]}).to(ids)
     events.key_by(lambda e: e["user"]).count(name="c").current().to(counts)
-    kafka.created.extend([counts, f"{app.name}-c-repartition", f"{app.name}-c-changelog"])
+    kafka.created.extend([counts, f"{app.name}-c-repartition", f"{app.name}-c-changelog", f"{app.name}.dlq"])
     with running(app) as outcome:
         wait_for(lambda: sum(kafka.committed(app.group_id, src, 2).values()) >= half, outcome=outcome)
         first = {v["id"] for v in read_committed(kafka, ids)}
         kafka.admin.delete_topics([ids])[ids].result(10)
         produce_input_from(kafka, src, half, 2 * half)
+        # dead letters in flight while the transactions abort: each must end in the DLQ once
+        kafka.produce(src, [(f"bad-{i}", b'{"id": "broken') for i in range(3)])
         committer = app._runner.committer
         wait_for(lambda: committer.renewals >= 1, 60, what="an abort and a new producer", outcome=outcome)
         topic_factory(ids, partitions=2)  # the outage ends
         wait_for(
-            lambda: sum(kafka.committed(app.group_id, src, 2).values()) >= 2 * half,
+            lambda: sum(kafka.committed(app.group_id, src, 2).values()) >= 2 * half + 3,
             90,
             what="every input committed",
             outcome=outcome,
         )
     assert "error" not in outcome
+    dead = kafka.drain(f"{app.name}.dlq", idle=3, timeout=60, **{"isolation.level": "read_committed"})
+    assert sorted(r.key for r in dead) == [b"bad-0", b"bad-1", b"bad-2"], "each dead letter once"
     # an abort took back the stores' writes since the last commit instead of restoring them from
     # the changelog (a commit timing out on a loaded machine may still take the restore path)
     assert committer.undone >= 1
