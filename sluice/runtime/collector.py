@@ -106,7 +106,7 @@ def size_checked(produce: Callable[..., None], topic: str, limit: int) -> Callab
         ...     produce("out", b"x" * 50)
         ... except RecordTooLarge as exc:
         ...     print(exc)
-        the record is 50 bytes, more than topic 'out' takes (max.message.bytes about 10); it goes to the failure policy
+        Message size too large for topic 'out': the record is 50 bytes, the topic takes about 10 (max.message.bytes); refused before producing
         >>> sent
         [b'small']
     """
@@ -115,8 +115,8 @@ def size_checked(produce: Callable[..., None], topic: str, limit: int) -> Callab
         size = len(value or b"") + len(key or b"")
         if size > limit:
             msg = (
-                f"the record is {size} bytes, more than topic {t!r} takes (max.message.bytes about {limit}); "
-                "it goes to the failure policy"
+                f"Message size too large for topic {t!r}: the record is {size} bytes, the topic takes "
+                f"about {limit} (max.message.bytes); refused before producing"
             )
             raise RecordTooLarge(msg)
         produce(t, value, key, **kwargs)
