@@ -622,9 +622,9 @@ class Runner:
         self.stats.rebalances += 1
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: revoking %s", self.name, _fmt(partitions))
-        if self.dispatcher is not None:
-            self.dispatcher.drop(revoked)  # queued records of revoked partitions never start
         assert self.committer is not None
+        # queued parallel work of the revoked partitions may finish within revoke_timeout (the
+        # drain): what is left is dropped by _release, and never starts after the revoke
         self._release(revoked, clean=self.committer.revoke(revoked))
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
