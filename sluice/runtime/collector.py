@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 from confluent_kafka import KafkaError, Producer
 
-from sluice.errors import RecordError, SluiceError
+from sluice.errors import DeliveryError, RecordError, SluiceError
 from sluice.kafka.calls import kafka_error, produce_waiting
 
 __all__ = [
@@ -88,7 +88,7 @@ _FATAL_ERRORS = frozenset(
 _SIZE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE})
 
 
-class RecordTooLarge(RecordError):
+class RecordTooLarge(DeliveryError, RecordError):
     """An output is larger than its topic takes: refused here, before Kafka refuses its whole batch."""
 
 
