@@ -128,6 +128,10 @@ class Runner:
         self._pacer = Pacer(float(settings.consumer_config().get("max.poll.interval.ms", 300_000)) / 1000)
         self._polled = time.monotonic()  # when the loop last called consume
         self._revocations = 0  # revoke and lost callbacks so far
+        #: partitions released (resumed on their way out) and not assigned again: records of theirs
+        #: that librdkafka had fetched may still come out of a later consume
+        self._released: set[TopicPartitionKey] = set()
+        self._released_until = 0.0  # records fetched before a release are out well within seconds
         self._stash: list = []  # records polled while a batch waited for a sink
         self._router: FailureRouter | None = None
         self.executor: Executor | None = None
@@ -306,7 +310,9 @@ class Runner:
             if self.fatal is not None:
                 return
             if msgs:
-                if revocations != self._revocations:
+                if revocations != self._revocations or (
+                    self._released and self._polled < self._released_until
+                ):
                     msgs = self._still_assigned(msgs)
                 good = [m for m in msgs if m.error() is None]
                 if len(good) != len(msgs):
@@ -585,6 +591,7 @@ class Runner:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.stats.rebalances += 1
         self.parts.assign((tp.topic, tp.partition) for tp in partitions)
+        self._released -= {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
         try:
             self.open_stores(partitions)
@@ -621,6 +628,8 @@ class Runner:
 
     def _release(self, partitions: set[TopicPartitionKey], clean: bool) -> None:
         self._revocations += 1
+        self._released |= partitions
+        self._released_until = time.monotonic() + 10.0
         self._unpause(partitions)
         self._forget(partitions, clean)
 
