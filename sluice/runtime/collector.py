@@ -37,7 +37,7 @@ from typing import Any, Literal
 from confluent_kafka import KafkaError, Producer
 
 from sluice.errors import DeliveryError, RecordError, SluiceError
-from sluice.kafka.calls import kafka_error, produce_waiting
+from sluice.kafka.calls import produce_waiting
 
 __all__ = [
     "TRUNCATED_HEADER",
@@ -45,7 +45,6 @@ __all__ = [
     "RecordCollector",
     "RecordTooLarge",
     "classify",
-    "error_of",
     "size_checked",
 ]
 
@@ -137,9 +136,6 @@ def classify(err: KafkaError) -> DeliveryKind:
 def too_large(err: KafkaError) -> bool:
     """The record (or its batch) is above librdkafka's or the topic's size limit."""
     return err.code() in _SIZE_ERRORS
-
-
-error_of = kafka_error  # the KafkaError inside a KafkaException (None for anything else)
 
 
 class RecordCollector:

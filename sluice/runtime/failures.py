@@ -36,7 +36,8 @@ from sluice.errors import (
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
-from sluice.runtime.collector import RecordCollector, error_of
+from sluice.kafka.calls import kafka_error
+from sluice.runtime.collector import RecordCollector
 from sluice.runtime.retry_topics import (
     RETRY_DUE,
     RETRY_LEVEL,
@@ -372,7 +373,7 @@ class FailureRouter:
         try:
             self._collector.send(where.topic, value, key, **kwargs)
         except KafkaException as exc:
-            err = error_of(exc)
+            err = kafka_error(exc)
             if err is None:
                 raise
             batch.on_delivery(where, err, _Unsent(where.topic, value, key, kwargs))

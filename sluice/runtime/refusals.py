@@ -26,11 +26,11 @@ from confluent_kafka import KafkaError, KafkaException
 
 from sluice.errors import SluiceError
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.calls import kafka_error
 from sluice.runtime.collector import (
     TRUNCATED_HEADER,
     RecordCollector,
     classify,
-    error_of,
     too_large,
     truncate_to_fit,
 )
@@ -197,7 +197,7 @@ class Refusals:
                     **kwargs,
                 )
             except KafkaException as exc:
-                err = error_of(exc)
+                err = kafka_error(exc)
                 if err is None:
                     raise
                 r.batch.on_delivery(origin, err, out)
