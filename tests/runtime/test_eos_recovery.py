@@ -51,9 +51,10 @@ def test_output_refused_during_an_outage_aborts_renews_the_producer_and_redoes_e
     assert "error" not in outcome
     dead = kafka.drain(f"{app.name}.dlq", idle=3, timeout=60, **{"isolation.level": "read_committed"})
     assert sorted(r.key for r in dead) == [b"bad-0", b"bad-1", b"bad-2"], "each dead letter once"
-    # an abort took back the stores' writes since the last commit instead of restoring them from
-    # the changelog (a commit timing out on a loaded machine may still take the restore path)
-    assert committer.undone >= 1
+    # the stores went back to the last commit: by taking back the writes since it (an abort that
+    # succeeded) or, when the abort itself failed (its outcome unknown), by restoring them from
+    # the committed changelog; which of the two depends on the broker's timing, both are exact
+    assert committer.undone + committer.restored >= 1
     assert first == set(range(half))
     later = read_committed(kafka, ids)
     assert sorted(v["id"] for v in later) == list(range(half, 2 * half)), "each redone output once"
