@@ -37,6 +37,7 @@ from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.partitions import PartitionState
 from sluice.runtime.refusals import Refusals
+from sluice.runtime.restoring import Restorer
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.topology import Topology, steps_below
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
@@ -143,6 +144,7 @@ class Runner:
         self.ready = threading.Event()
         self.metrics_port = metrics_port
         self.metrics: RuntimeMetrics | None = None
+        self.restorer: Restorer | None = None
 
     # ------------------------------------------------------------------ setup
     def _producer_config(self) -> dict[str, object]:
@@ -255,6 +257,14 @@ class Runner:
         )
         executor.limit_sizes(self._output_limits(executor))
         executor.keep_alive = self._keep_alive_mid_batch
+        self.restorer = Restorer(
+            executor.aggregates,
+            self.parts,
+            self._admin,
+            {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger},
+            self.options.revoke_timeout,
+            self._restore_progress,
+        )
         executor.stopping = self._stop.is_set
         self.refusals = Refusals(
             self.name,
@@ -299,16 +309,22 @@ class Runner:
         next_commit = time.monotonic() + opts.commit_interval
         next_purge = time.monotonic() + _PURGE_INTERVAL
         progress = _Progress(self, opts.progress_interval)
-        committer = self.committer
-        assert committer is not None
+        committer, restorer = self.committer, self.restorer
+        assert committer is not None and restorer is not None
         while not self._stop.is_set():
             revocations = self._revocations
-            msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
+            msgs = consumer.consume(max_records, 0 if self.parts.paused or restorer.busy else poll_timeout)
             self._polled = time.monotonic()
             if self._stash:  # records a keep-alive poll returned while a batch waited
                 msgs, self._stash = self._stash + msgs, []
             if self.fatal is not None:
                 return
+            if restorer.busy:  # partitions assigned in that consume wait for their state stores
+                try:
+                    msgs = restorer.hold(consumer, msgs)
+                except SluiceError as exc:
+                    self.fatal = exc
+                    return
             if msgs:
                 if revocations != self._revocations or (
                     self._released and self._polled < self._released_until
@@ -341,6 +357,12 @@ class Runner:
             if self.fatal is not None:
                 return
             self._backpressure()
+            if restorer.busy:  # a slice of changelog replay per iteration: the loop keeps polling
+                try:
+                    restorer.step(consumer)
+                except SluiceError as exc:
+                    self.fatal = exc
+                    return
             now = time.monotonic()
             if metrics is not None:
                 metrics.last_loop = now
@@ -560,7 +582,7 @@ class Runner:
 
     def _set_paused(self, paused: bool) -> None:
         assert self.consumer is not None
-        parts = [TopicPartition(t, p) for t, p in self.parts.assigned if (t, p) not in self.parts.delayed]
+        parts = [TopicPartition(t, p) for t, p in self.parts.active()]
         if parts:
             (self.consumer.pause if paused else self.consumer.resume)(parts)
         if paused:
@@ -593,12 +615,11 @@ class Runner:
         self.parts.assign((tp.topic, tp.partition) for tp in partitions)
         self._released -= {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
-        try:
-            self.open_stores(partitions)
-        except SluiceError as exc:
-            self.fatal = exc
-        except Exception as exc:  # noqa: BLE001 - e.g. a store that cannot be opened: stop, say why
-            self.fatal = SluiceError(f"opening the state stores of {_fmt(partitions)} failed: {exc}")
+        if self.restorer is not None and self.restorer.topics:
+            # restored in the loop, a slice at a time: here it would hold the member past its poll interval
+            self.parts.restore(
+                (tp.topic, tp.partition) for tp in partitions if tp.topic in self.restorer.topics
+            )
         if self.parts.paused and partitions:
             consumer.incremental_assign(partitions)
             consumer.pause(partitions)
@@ -656,6 +677,8 @@ class Runner:
         if self.executor is not None and not clean:
             for node in self.executor.aggregates:
                 node.discard_partitions({p for t, p in partitions if t in node.input_topics})
+        if self.restorer is not None:
+            self.restorer.cancel(partitions)
         self.close_stores(partitions, clean=clean)
         self.tracker.forget(partitions)
         self.parts.forget(partitions)
@@ -664,12 +687,17 @@ class Runner:
 
     # ------------------------------------------------------------------ state stores
     def open_stores(self, partitions: list[TopicPartition]) -> None:
-        """Open (and restore from the changelog) the stores of newly assigned partitions."""
+        """Open and restore the stores of ``partitions``, blocking (those restoring in the loop go on there)."""
         if self.executor is None or not self.executor.aggregates:
             return
         config = {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger}
+        restorer = self.restorer
         for node in self.executor.aggregates:
-            mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
+            mine = [
+                tp.partition
+                for tp in partitions
+                if tp.topic in node.input_topics and not (restorer and restorer.restoring(node, tp.partition))
+            ]
             if mine:
                 node.open(mine, self._admin, config, self.options.revoke_timeout)
 
@@ -751,7 +779,13 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
                 logger.warning("%s: closing a sink failed: %s", self.name, exc)
 
+    def _restore_progress(self, store: str, partition: int, remaining: int) -> None:
+        if self.metrics is not None:
+            self.metrics.set_restore_remaining(store, partition, remaining)
+
     def _shutdown(self) -> bool:
+        if self.restorer is not None:
+            self.restorer.close()  # half-restored stores keep what they restored (checkpointed)
         if self.committer is None:  # stopped before the clients were ready
             self.close_consumer()
             return False
