@@ -92,9 +92,15 @@ class Restorer:
             # a store with nothing to replay (a checkpoint at the changelog's end, a new app) is
             # open already: its partition is never paused
             wait = [tp for tp in new if self._waits(tp)]
-            for tp in new:
-                if tp not in wait:
-                    del parts.restoring[tp]
+            ready = [tp for tp in new if tp not in wait]
+            for tp in ready:
+                del parts.restoring[tp]
+            if ready and not parts.paused:
+                # assigned in a poll with every partition paused (_poll_paused), it was paused in
+                # _on_assign and that poll resumed only the partitions not restoring: resume it
+                # here or it is never fetched (a resume of a partition not paused does nothing)
+                assert consumer is not None
+                consumer.resume([TopicPartition(t, p) for t, p in ready if (t, p) not in parts.delayed])
             if wait:
                 assert consumer is not None
                 consumer.pause([TopicPartition(t, p) for t, p in wait])

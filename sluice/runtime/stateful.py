@@ -598,6 +598,11 @@ class Restoration:
         #: seconds this restore's consumer waited and read nothing, since it last read something
         #: (not wall time: the loop gives its time to other work and other restores too)
         self._idle = 0.0
+        #: the partitions restored together (added while others were pending): one summary line
+        #: when the last completes, as the blocking restore wrote it (benchmarks and operators read it)
+        self._round_began: float | None = None
+        self._round_partitions = 0
+        self._round_records = 0
 
     @property
     def pending(self) -> set[int]:
@@ -632,6 +637,9 @@ class Restoration:
             raise
         starts: list[TopicPartition] = []
         now = time.monotonic()
+        if self._round_began is None:
+            self._round_began, self._round_partitions, self._round_records = now, 0, 0
+        self._round_partitions += len(stores)
         for p, store in stores.items():
             low, high = bounds[p]
             start = store.restored_to
@@ -644,6 +652,7 @@ class Restoration:
                 starts.append(TopicPartition(node.changelog, p, start))
         for p in [p for p in stores if self._positions[p] >= self._ends[p]]:
             self._finish(p)  # nothing to replay: usable at once
+        self._end_round()
         if starts:
             if self._consumer is None:
                 self._consumer = Consumer(self._config)
@@ -683,6 +692,8 @@ class Restoration:
         done = [p for p in self._stores if self._positions[p] >= self._ends[p]]
         for p in done:
             self._finish(p)
+        if done:
+            self._end_round()
         if self._reading() and self._idle > self._timeout:
             where = ", ".join(
                 f"[{p}] at {self._positions[p]} of {self._ends[p]}" for p in sorted(self._stores)
@@ -711,6 +722,8 @@ class Restoration:
                 self._ends[p],
             )
             self._forget(p)
+        self._round_partitions -= len(mine)
+        self._end_round()
 
     def close(self) -> None:
         """Stop every restore (checkpointed where it got to) and close the consumer."""
@@ -753,6 +766,7 @@ class Restoration:
         self.node.stores[p] = store
         self._unassign([p])
         n, elapsed = self._counts[p], time.monotonic() - self._began[p]
+        self._round_records += n
         if n:
             logger.info(
                 "state %s[%d]: restored %d changelog records in %.1fs (%.0f/s)",
@@ -763,6 +777,21 @@ class Restoration:
                 n / elapsed if elapsed else 0.0,
             )
         self._forget(p)
+
+    def _end_round(self) -> None:
+        if self._stores or self._round_began is None:
+            return
+        records, elapsed = self._round_records, time.monotonic() - self._round_began
+        self._round_began = None
+        if records:
+            logger.info(
+                "state %s: restored %d changelog records of %d partitions in %.1fs (%.0f/s)",
+                self.node.step.store,
+                records,
+                self._round_partitions,
+                elapsed,
+                records / elapsed if elapsed else 0.0,
+            )
 
     def _unassign(self, partitions: list[int]) -> None:
         mine = [p for p in partitions if p in self._assigned]

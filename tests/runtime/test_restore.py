@@ -310,3 +310,178 @@ def test_a_restore_that_reads_nothing_stops_the_app_after_the_timeout_with_a_cle
     with pytest.raises(KafkaUnavailableError, match=rf"restoring {name}-n-changelog made no progress for 2s"):
         second.run(install_signal_handlers=False)
     assert time.monotonic() - started_at < 30
+
+
+SMALL_PARTITIONS = 6
+#: source partitions given records in the first run; the others leave their changelog partitions empty
+SMALL_FILLED = (0, 1, 2, 3)
+
+
+def small_app(kafka, name: str, src: str, out: str, state_dir: Path, repartition: bool, **kwargs) -> App:
+    app = App(name, brokers=kafka.bootstrap, commit_interval="200ms", state_dir=state_dir, **kwargs)
+    stream = app.stream(src)
+    if repartition:  # as most apps: a stateless branch too, the count reading a repartition topic
+        stream.map(lambda e: {"user": e["user"]}).to(f"{out}-copy")
+    stream.key_by(lambda e: e["user"], repartition=repartition).count(name="n").current().to(out)
+    return app
+
+
+@pytest.mark.parametrize(
+    ("guarantee", "repartition"),
+    [("at_least_once", False), ("exactly_once", False), ("at_least_once", True), ("exactly_once", True)],
+)
+def test_a_tiny_changelog_of_many_partitions_some_empty_restores_at_once_with_exact_counts(
+    kafka, topic_factory, tmp_path, guarantee, repartition, caplog
+):
+    """A restart with the state dir gone restores a few records per partition within seconds.
+
+    Six partitions: four with a few changelog records, two with an empty changelog (when
+    the count reads its source directly). Under exactly-once the changelog's committed
+    end offset lies past its last record (each transaction leaves a commit marker the
+    restore consumer never sees), and the first run commits in several transactions, so
+    markers sit between records too. Every partition must be restored and resumed, and
+    ``/readyz`` and ``sluice_state_restore_remaining`` must say so at the end.
+    """
+    src = topic_factory(partitions=SMALL_PARTITIONS)
+    name = f"rs-{uuid.uuid4().hex[:8]}"
+    first_out, out = f"out-{uuid.uuid4().hex[:8]}", f"out-{uuid.uuid4().hex[:8]}"
+    changelog_topic = f"{name}-n-changelog"
+    kafka.created.extend([first_out, out, f"{first_out}-copy", f"{out}-copy", changelog_topic])
+    if repartition:
+        kafka.created.append(f"{name}-n-repartition")
+    counts: dict[str, int] = {}
+    for p in SMALL_FILLED:
+        users = [f"p{p}u{i % 3}" for i in range(5)]  # 3 keys, 5 records per partition
+        for chunk in (users[:2], users[2:]):  # two produce calls: more than one transaction
+            kafka.produce(src, [(u.encode(), orjson.dumps({"user": u})) for u in chunk], partition=p)
+        for u in users:
+            counts[u] = counts.get(u, 0) + 1
+    ends = {p: n for p, n in kafka.end_offsets(src, SMALL_PARTITIONS).items() if n}
+    options = {"guarantee": guarantee}
+    first = small_app(kafka, name, src, first_out, tmp_path / "first", repartition, **options)
+    with running(first) as outcome:
+        wait_for(
+            lambda: ends.items() <= kafka.committed(name, src, SMALL_PARTITIONS).items(),
+            timeout=60,
+            what="the first run committed",
+            outcome=outcome,
+        )
+        wait_for(
+            lambda: (
+                len(kafka.drain(first_out, idle=0.5, timeout=2, **{"isolation.level": "read_committed"}))
+                >= sum(counts.values())
+            ),
+            timeout=30,
+            what="every first-run record counted",
+            outcome=outcome,
+        )
+    changelog = kafka.end_offsets(changelog_topic, SMALL_PARTITIONS)
+    assert sum(changelog.values()) > 0, changelog
+    if not repartition:
+        assert all(changelog[p] > 0 for p in SMALL_FILLED), changelog
+        assert all(changelog[p] == 0 for p in range(SMALL_PARTITIONS) if p not in SMALL_FILLED), changelog
+
+    # one more record for every user, and a first one on every partition left empty so far
+    more = [(p, u) for u in counts for p in [int(u[1])]]
+    more += [(p, f"p{p}u0") for p in range(SMALL_PARTITIONS) if p not in SMALL_FILLED]
+    for p, u in more:
+        kafka.produce(src, [(u.encode(), orjson.dumps({"user": u}))], partition=p)
+    expected = {u: counts.get(u, 0) + 1 for _p, u in more}
+
+    # no state dir: every store is restored from the changelog
+    second = small_app(kafka, name, src, out, tmp_path / "second", repartition, metrics_port=0, **options)
+    started_at = time.monotonic()
+    with caplog.at_level("INFO", logger="sluice"), running(second) as outcome:
+        got = wait_for(
+            lambda: (
+                (g := kafka.drain(out, idle=0.5, timeout=2, **{"isolation.level": "read_committed"}))
+                and len(g) >= len(expected)
+                and g
+            ),
+            timeout=30,
+            what="every second-run record counted after the restore",
+            outcome=outcome,
+        )
+        restored_in = time.monotonic() - started_at
+        ready = get_json(second._runner.metrics.url + "/readyz")
+        gauge = values(scrape(second._runner.metrics.url), "sluice_state_restore_remaining")
+    assert "error" not in outcome, outcome.get("error")
+    assert restored_in < 20, f"restoring {sum(changelog.values())} changelog records took {restored_in:.1f}s"
+    assert ready[0] == 200 and ready[1]["status"] == "ready", ready
+    assert not any(gauge.values()), gauge
+    # one line for the assignment's restore, as the blocking restore wrote it (the benchmark reads it)
+    summary = re.findall(r"state n: restored (\d+) changelog records of (\d+) partitions in", caplog.text)
+    assert summary and sum(int(n) for n, _p in summary) > 0, "no summary of the restore was logged"
+    updates = [orjson.loads(r.value) for r in got]
+    assert len(updates) == len(expected), "a record was counted twice or missed"
+    assert {u["key"]: u["value"] for u in updates} == expected  # the restored counts, plus one
+
+
+def test_a_partition_handed_over_during_a_slow_batch_with_no_state_to_restore_is_consumed(
+    kafka, topic_factory, tmp_path
+):
+    """A partition assigned in the poll that keeps a slow batch's member in its group is fetched.
+
+    That poll runs with every partition paused, so the partition arrives paused; a partition
+    waiting for its state is resumed when its restore ends, but one with nothing to restore
+    (an empty changelog partition) was left paused: its records were never consumed.
+    """
+    src = topic_factory(partitions=2)
+    name = f"rs-{uuid.uuid4().hex[:8]}"
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    kafka.created.extend([out, f"{name}-n-changelog"])
+    slow_seen: list[int] = []
+
+    def pace(e: dict) -> dict:
+        if e.get("slow"):
+            slow_seen.append(e["id"])
+            time.sleep(0.1)
+        return e
+
+    def worker(i: int) -> App:
+        app = App(
+            name,
+            brokers=kafka.bootstrap,
+            commit_interval="200ms",
+            state_dir=tmp_path / f"worker{i}",
+            max_poll_records=1000,
+            max_poll_interval_ms=6000,  # a keep-alive poll every 3 s of a batch
+            session_timeout_ms=6000,
+        )
+        stream = app.stream(src).map(pace)
+        stream.key_by(lambda e: e["user"], repartition=False).count(name="n").current().to(out)
+        return app
+
+    first, second = worker(1), worker(2)
+    with running(first) as one:
+        with running(second) as two:
+            wait_for(
+                lambda: len(first._runner.parts.assigned) == 1 and len(second._runner.parts.assigned) == 1,
+                timeout=30,
+                what="one partition each",
+                outcome=two,
+            )
+            [(_, kept)], [(_, handed)] = (
+                list(first._runner.parts.assigned),
+                list(second._runner.parts.assigned),
+            )
+            # 100 slow records (10 s in one batch) on the first worker's partition
+            slow = [(b"s", orjson.dumps({"id": i, "user": "s", "slow": True})) for i in range(100)]
+            kafka.produce(src, slow, partition=kept)
+            wait_for(lambda: len(slow_seen) >= 5, timeout=30, what="the slow batch running", outcome=one)
+        # the second worker left: its partition (an empty changelog) goes to the first in its slow batch
+        wait_for(lambda: len(first._runner.parts.assigned) == 2, timeout=30, what="the handover", outcome=one)
+        assert len(slow_seen) < 100, "the slow batch was over before the handover: the test tested nothing"
+        kafka.produce(
+            src, [(b"h", orjson.dumps({"id": 1000 + i, "user": "h"})) for i in range(3)], partition=handed
+        )
+        got = wait_for(
+            lambda: [
+                v for r in kafka.drain(out, idle=0.5, timeout=2) if (v := orjson.loads(r.value))["key"] == "h"
+            ],
+            timeout=40,
+            what="the records of the handed-over partition counted",
+            outcome=one,
+        )
+        assert "error" not in one, one.get("error")
+    assert [v["value"] for v in got] == [1, 2, 3]
