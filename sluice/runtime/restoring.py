@@ -5,7 +5,8 @@ A rebalance callback only marks the stateful partitions it assigns as restoring
 the loop hands its records to ``Restorer.hold``, which opens the new partitions'
 stores, pauses those with changelog records to replay (here, not in the callback: an
 assign and a pause in quick succession can lose the assign offset, librdkafka issue
-#2190; a store already complete is never paused), and drops any record ``consume``
+#2190; a store already complete is never paused, and resumed if a keep-alive poll
+assigned it paused), and drops any record ``consume``
 returned for a partition still restoring: it is sought back to it when resumed.
 Each loop iteration then calls ``Restorer.step``: one slice of changelog replay
 (``RESTORE_SLICE_RECORDS`` or ``RESTORE_SLICE_SECONDS``), the remaining records
