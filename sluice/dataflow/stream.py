@@ -196,6 +196,20 @@ class Stream(Aggregations):
         state once stream time (the partition's largest record timestamp) passes its last
         change by that much. With both, ``fn(value, meta, state)``.
 
+        Args:
+            fn: ``fn(value)``, ``fn(value, meta)``, ``fn(value, state)`` or ``fn(value, meta, state)``.
+            meta: pass the record's ``Meta``.
+            state: pass the ``KeyState`` of the record's key (a keyed, durable step).
+            state_ttl: with ``state``: how long (stream time) a key's state outlives its
+                last change, e.g. ``"1h"`` (default: until the function empties it).
+            name: the step's name in errors and dead letters; with ``state``, the store's
+                (letters, digits, ``.``, ``_``, ``-``: it names topics).
+            on_error: this step's failure policy (default: the app's).
+
+        Raises:
+            ConfigError: ``state_ttl`` without ``state``, a bad duration or store name, or
+                ``state=True`` on a stream of several topics without ``key_by``.
+
         Example:
             >>> from sluice.testing import run_steps
             >>> run_steps(lambda s: s.map(lambda v: v * 10), [1, 2])
@@ -320,6 +334,12 @@ class Stream(Aggregations):
         below use it as event time. ``meta=True``: ``fn(value, meta)``. A value that is no
         timestamp (negative, a naive datetime, a str) fails the record (the failure policy).
 
+        Args:
+            fn: ``fn(value)`` (or ``fn(value, meta)``) returning ms since the epoch or a ``datetime``.
+            meta: pass the record's ``Meta`` too.
+            name: the step's name in errors and dead letters.
+            on_error: this step's failure policy (default: the app's).
+
         Example:
             >>> from sluice.testing import run_steps
             >>> stamped = lambda s: s.with_timestamp(lambda e: e["ts"]).map(lambda e, m: m.timestamp, meta=True)
@@ -340,6 +360,12 @@ class Stream(Aggregations):
         They replace the record's headers (str values are written as UTF-8); to add to them,
         ``meta=True`` and return ``[*meta.headers, ("name", "value")]``. Like ``key_by``
         for the key: the outputs below carry them to their topics.
+
+        Args:
+            fn: ``fn(value)`` (or ``fn(value, meta)``) returning a dict or ``(name, value)`` pairs.
+            meta: pass the record's ``Meta`` too.
+            name: the step's name in errors and dead letters.
+            on_error: this step's failure policy (default: the app's).
 
         Example:
             >>> from sluice.testing import run_steps
