@@ -400,3 +400,68 @@ def test_state_steps_refuse_concurrency_and_share_no_store_name(kafka, topic_fac
     events.filter(lambda v, s: v, state=True, name="same").to(f"out-{uuid.uuid4().hex[:8]}")
     with pytest.raises(ConfigError, match="two aggregations or state steps are named 'same'"):
         app.run(install_signal_handlers=False)
+
+
+def test_a_restored_state_keeps_its_ttl(kafka, topic_factory, tmp_path):
+    """The expiry index is rebuilt from the changelog: a new instance deletes what expired there."""
+    src = topic_factory(partitions=1)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    name = f"ms-{uuid.uuid4().hex[:8]}"
+    changelog = f"{name}-ttl-changelog"
+    kafka.created.extend([out, changelog])
+
+    def count(e, state):
+        state["n"] = state.get("n", 0) + 1
+        return [e["k"], state["n"]]
+
+    def run_phase(records: list[tuple[str, int]], total: int, state_dir: Path) -> list:
+        app = make_app(kafka, tmp_path, name, state_dir=state_dir)
+        app.stream(src).map(count, state=True, state_ttl="10s", name="ttl").to(out)
+        kafka.produce(src, [(k.encode(), orjson.dumps({"k": k}), {"timestamp": ts}) for k, ts in records])
+        with running(app):
+            return values(kafka.drain(out, expected=total, timeout=60))
+
+    first = run_phase([("a", T0), ("gone", T0 + 1_000), ("a", T0 + 2_000)], 3, tmp_path / "one")
+    assert first == [["a", 1], ["gone", 1], ["a", 2]]
+    second = run_phase([("a", T0 + 11_800)], 4, tmp_path / "two")
+    assert second[3:] == [["a", 3]]  # a changed at 2 s: alive until 12 s
+    tombstones = [r.key for r in kafka.drain(changelog, idle=1) if r.value is None]
+    assert tombstones == [b"gone"]  # changed at 1 s, expired at 11 s: deleted by the restored index
+
+
+def test_two_workers_and_a_rebalance_give_the_counts_of_one(kafka, topic_factory, tmp_path):
+    """Partitions move to a worker joining mid-stream: their states are restored there from the changelog."""
+    src = topic_factory(partitions=4)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    name = f"ms-{uuid.uuid4().hex[:8]}"
+    users = [f"user-{i % 23}" for i in range(2_000)]
+
+    def count(e, state):
+        state["n"] = state.get("n", 0) + 1
+        return {"key": e["user"], "value": state["n"]}
+
+    def build(worker: int) -> App:
+        app = make_app(kafka, tmp_path, name, state_dir=tmp_path / f"w{worker}")
+        app.stream(src).key_by(lambda e: e["user"]).map(count, state=True, name="n").to(out)
+        return app
+
+    def last_updates() -> dict:
+        last: dict = {}
+        for v in values(kafka.drain(out, idle=1.0, timeout=20)):
+            last[v["key"]] = max(last.get(v["key"], 0), v["value"])
+        return last
+
+    def produce(part: list[str]) -> None:
+        kafka.produce(src, [(u.encode(), orjson.dumps({"user": u})) for u in part])
+
+    kafka.created.extend([out, f"{name}-n-changelog", f"{name}-n-repartition"])
+    produce(users[:1_000])
+    first = build(1)
+    with running(first) as one:
+        wait_for(lambda: len(last_updates()) == 23, what="first half counted", outcome=one)
+        second = build(2)
+        with running(second) as two:
+            produce(users[1_000:])
+            want = Counter(users)
+            wait_for(lambda: last_updates() == want, timeout=90, what="all counted", outcome=two)
+    assert first.stats.records_in > 0 and second.stats.records_in > 0
