@@ -93,7 +93,7 @@ class StateNode(AggregateNode):
         step = self.state_step
         if step.repartitioned:
             # the key came through the repartition topic as bytes: the function sees key_by's value
-            kb = key
+            kb = state_key(key)  # bytes as they are; None (key_by returned None): the record fails
             key = _key_out(key, msg)
             msg = _Unkeyed(msg, msg.timestamp()[1])
         else:

@@ -465,3 +465,29 @@ def test_two_workers_and_a_rebalance_give_the_counts_of_one(kafka, topic_factory
             want = Counter(users)
             wait_for(lambda: last_updates() == want, timeout=90, what="all counted", outcome=two)
     assert first.stats.records_in > 0 and second.stats.records_in > 0
+
+
+@pytest.mark.parametrize("repartition", [True, False], ids=["key_by", "record-key"])
+def test_a_record_without_a_key_is_dead_lettered_by_a_state_step(kafka, topic_factory, tmp_path, repartition):
+    src = topic_factory(partitions=1)
+    out, dlq = f"out-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    users = ["a", None, "a"]
+    kafka.produce(src, [(u.encode() if u else None, orjson.dumps({"user": u})) for u in users])
+
+    def count(e, state):
+        state["n"] = state.get("n", 0) + 1
+        return state["n"]
+
+    app = make_app(kafka, tmp_path)
+    app.on_error(retries=0, dead_letter=dlq)
+    events = app.stream(src)
+    keyed = events.key_by(lambda e: e["user"]) if repartition else events
+    keyed.map(count, state=True, name="n").to(out)
+    internal_topics(kafka, app, "n", out, dlq)
+    with running(app) as outcome:
+        got = values(kafka.drain(out, expected=2, timeout=60))
+        letters = kafka.drain(dlq, expected=1, timeout=60)
+        assert "error" not in outcome
+    assert got == [1, 2]
+    assert [dict(r.headers)["sluice.error.exception"] for r in letters] == [b"StateError"]
+    assert b"has no key" in dict(letters[0].headers)["sluice.error.message"]
