@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.dataflow import Source, Stream
+from sluice.testing._driver import OutputRecord, TestDriver
 
-__all__ = ["run_steps"]
+__all__ = ["OutputRecord", "TestDriver", "run_steps"]
 
 
 def run_steps(build: Callable[[Stream], Stream], values: Iterable[Any], *, keys: bool = False) -> list[Any]:
