@@ -1,4 +1,8 @@
-"""Helpers for users' unit tests: run dataflow steps in memory, without Kafka.
+"""Helpers for users' unit tests, without Kafka.
+
+- ``TestDriver``: the app's real runtime on an in-memory Kafka (send records, read
+  outputs and dead letters); the ``sluice_driver`` pytest fixture makes them.
+- ``run_steps``: run dataflow steps on values, nothing else.
 
 Example:
     >>> run_steps(lambda s: s.filter(lambda v: v > 1).map(str), [1, 2, 3])

@@ -51,7 +51,9 @@ def test_key_by_sets_the_output_key_and_partition():
     assert {r.key for r in out} == {f"u{i}" for i in range(5)}
     for user in {r.key for r in out}:
         assert len({r.partition for r in out if r.key == user}) == 1
-        assert [r.value["i"] for r in out if r.key == user] == sorted(r.value["i"] for r in out if r.key == user)
+        assert [r.value["i"] for r in out if r.key == user] == sorted(
+            r.value["i"] for r in out if r.key == user
+        )
 
 
 def test_map_batch_rows_keep_their_records_keys_and_timestamps():
