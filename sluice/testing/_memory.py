@@ -365,7 +365,10 @@ class MemoryProducer:
                 )
             t = broker.topics.get(topic)
             ts = timestamp or int(broker.clock() * 1000)
-            size = len(value_b or b"") + len(key_b or b"")
+            # what the broker counts against max.message.bytes: the headers too
+            size = (
+                len(value_b or b"") + len(key_b or b"") + sum(len(n) + len(v or b"") for n, v in hdrs or ())
+            )
             error: KafkaError | None = None
             if t is None:
                 error = KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"topic {topic!r} does not exist")
@@ -396,9 +399,10 @@ class MemoryProducer:
         return 0
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
-        """Forget the reports not served yet (their records are written, or aborted with their transaction)."""
+        """Fail the records whose reports were not served yet with ``_PURGE_QUEUE``, as librdkafka does."""
+        purged = KafkaError(KafkaError._PURGE_QUEUE, "Local: Purged in queue")
         with self._lock:
-            self._reports.clear()
+            self._reports = [(report, error or purged, msg) for report, error, msg in self._reports]
 
     # ------------------------------------------------------------------ transactions
     def _check_fenced(self) -> None:
@@ -441,7 +445,7 @@ class MemoryProducer:
             self._txn = None
 
     def abort_transaction(self, timeout: float | None = None) -> None:
-        self.purge()
+        self.purge()  # the records stay in the log, marked aborted: read_committed readers skip them
         with self._broker.lock:
             self._check_fenced()
             if self._txn is not None:

@@ -70,3 +70,31 @@ def test_read_committed_output_hides_an_open_transaction():
         everything = driver.broker.read("totals", committed_only=False)
     assert [m.value() for m in visible] == [b'{"id":1,"total":5}']
     assert len(everything) == 2
+
+
+def test_an_output_kafka_refuses_aborts_the_transaction_and_its_record_is_dead_lettered_on_the_redo():
+    """The abort-and-redo path of Transactional: the in-memory broker refuses a record above
+    max.message.bytes (its headers count: the runtime's own size check passes it), the
+    transaction is aborted, the producer re-created, the batch redone."""
+    app = App("eos-large", guarantee="exactly_once")
+    app.on_error(retries=0)
+    app.stream("in", value="json").map(lambda v: {"n": v["n"], "pad": "x" * v["size"]}).to("out")
+    with TestDriver(app) as driver:
+        driver.send("in", {"n": 1, "size": 10})
+        driver.send("in", {"n": 2, "size": 1_046_000}, headers={"blob": "y" * 3_000})  # 1_049_0xx bytes
+        driver.send("in", {"n": 3, "size": 10})
+        out = [r.value["n"] for r in driver.output("out")]
+        [dead] = driver.dead_letters()
+        committer = driver.runner.committer
+        aborted = [
+            rec
+            for log in driver.broker.topics["out"].logs
+            for rec in log
+            if rec.txn and rec.txn.state == "aborted"
+        ]
+    assert out == [1, 3]  # no duplicate of the records redone after the abort
+    assert dead.headers["sluice.error.stage"] == "produce"
+    assert b'"size":1046000' in dead.value
+    assert dead.headers["blob"] == "y" * 3_000
+    assert committer is not None and committer.renewals >= 1  # a new producer after the abort
+    assert aborted  # the first attempt's outputs are in the log, aborted, invisible
