@@ -1,8 +1,8 @@
 """The runtime's wall clock and sleep, replaceable (``sluice.testing.TestDriver`` drives its own).
 
-Only what depends on the wall clock goes through it: retry backoffs, due times of parked
-records, and ``max_future`` of windows. Intervals of the loop itself (commits, pacing)
-use ``time.monotonic`` directly.
+What waits or depends on the wall clock goes through it: retry backoffs, waits for an
+unavailable sink, due times of parked records, and ``max_future`` of windows. Intervals
+of the loop itself (commits, pacing) use ``time.monotonic`` directly.
 
 Example:
     >>> SYSTEM_CLOCK.time() > 1.7e9
@@ -20,9 +20,10 @@ __all__ = ["SYSTEM_CLOCK", "Clock"]
 
 @dataclass(frozen=True)
 class Clock:
-    """``time()``: seconds since the epoch; ``sleep(seconds)``: wait."""
+    """``time()``: seconds since the epoch; ``monotonic()``: for durations; ``sleep(seconds)``: wait."""
 
     time: Callable[[], float] = _time.time
+    monotonic: Callable[[], float] = _time.monotonic
     sleep: Callable[[float], None] = _time.sleep
 
 

@@ -62,6 +62,9 @@ class _SteppedClock:
     def time(self) -> float:
         return self.now
 
+    def monotonic(self) -> float:
+        return self.now
+
     def sleep(self, seconds: float) -> None:
         with self._lock:
             self.now += seconds
@@ -74,8 +77,8 @@ class TestDriver:
     The app's consumer, producers and admin client are in-memory ones
     (``sluice.testing._memory``) behind the same methods as confluent-kafka's, so
     everything else is production code: the executor and its fused loops, the failure
-    policy (retries, dead-letter and retry topics; backoffs do not really sleep, they
-    move the driver's clock), aggregations, windows and stream time, state stores (in a
+    policy (retries, dead-letter and retry topics; backoffs and waits for an unavailable
+    sink do not really sleep, they move the driver's clock), aggregations, windows and stream time, state stores (in a
     temporary directory) with their changelogs, repartition topics, and the committer,
     exactly-once included. The loop runs on a thread of its own, one iteration at a time
     when the driver says so: ``output()`` and ``dead_letters()`` first run it until every
@@ -152,11 +155,12 @@ class TestDriver:
             app.error_policy,
             state_dir=Path(self._tmp.name) / "state",
             clients=MemoryClients(self.broker),
-            clock=Clock(time=self.clock.time, sleep=self.clock.sleep),
+            clock=Clock(time=self.clock.time, monotonic=self.clock.monotonic, sleep=self.clock.sleep),
         )
         app._runner = self._runner  # app.stats works as after app.run()
         self._input = MemoryProducer(self.broker, {"partitioner": "murmur2_random"})
         self.broker.gate = self._gate
+        self.broker.idle = self._idle
         self._runner_turn = True
         self._thread = threading.Thread(target=self._run, name=f"sluice-driver-{app.name}", daemon=True)
         self._thread.start()
@@ -202,6 +206,12 @@ class TestDriver:
             self._runner_turn = False
             self._turn.notify_all()
             self._turn.wait_for(lambda: self._runner_turn)
+
+    def _idle(self, seconds: float) -> None:
+        """The runtime waits for delivery reports while none can come (e.g. between retries of a
+        sink that is unavailable): the time passes on the driver's clock."""
+        if threading.current_thread() is self._thread:
+            self.clock.sleep(seconds)
 
     def _wait_for_turn(self) -> None:
         with self._turn:
@@ -375,7 +385,7 @@ class TestDriver:
 
     @property
     def slept(self) -> float:
-        """Seconds the runtime asked to sleep (retry backoffs); the driver's clock moved by them instead."""
+        """Seconds the runtime waited (retry backoffs, an unavailable sink): the driver's clock moved by them instead."""
         return self.clock.slept
 
     @property

@@ -177,6 +177,8 @@ class MemoryBroker:
         self.version = 0
         #: called by a subscribed consumer at the top of each ``consume`` (the driver's step gate)
         self.gate: Callable[[], None] | None = None
+        #: called with the timeout of a producer ``poll`` that has nothing to serve (None: returns at once)
+        self.idle: Callable[[float], None] | None = None
 
     # ------------------------------------------------------------------ topics
     def create_topic(self, name: str, partitions: int = 1, config: dict[str, str] | None = None) -> None:
@@ -386,9 +388,15 @@ class MemoryProducer:
                 self._reports.append((report, error, out))
 
     def poll(self, timeout: float | None = None) -> int:
-        """Serve the delivery reports of the records produced so far."""
+        """Serve the delivery reports of the records produced so far.
+
+        With none to serve, a ``timeout`` passes on the broker's ``idle`` (the driver's clock
+        moves by it) instead of blocking.
+        """
         with self._lock:
             reports, self._reports = self._reports, []
+        if not reports and timeout and timeout > 0 and self._broker.idle is not None:
+            self._broker.idle(timeout)
         for report, error, msg in reports:
             if report is not None:
                 report(error, msg)

@@ -28,9 +28,10 @@ EXAMPLES = [
 ]
 
 
-def test_the_pages_have_driver_examples():
+def test_the_pages_have_driver_examples_and_the_testing_page_ends_with_one():
     assert len(EXAMPLES) >= 4
-    assert "A complete example" in (ROOT / "docs" / "testing.md").read_text().split("```")[-3]
+    blocks = BLOCK.findall((ROOT / "docs" / "testing.md").read_text())
+    assert "with TestDriver(app" in blocks[-1]
 
 
 @pytest.mark.parametrize("code", EXAMPLES)

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from sluice import App
-from sluice.errors import SluiceError
+from sluice.errors import SinkUnavailableError, SluiceError
 from sluice.testing import TestDriver
 from sluice.testing._memory import murmur2
 
@@ -188,3 +188,48 @@ def test_a_parked_record_waits_in_its_retry_topic_until_the_clock_reaches_its_du
         assert [r.value for r in driver.output("out")] == [2]
         assert driver.dead_letters() == []
     assert flaky.calls == {1: 2}
+
+
+def test_an_unavailable_sink_holds_its_batch_until_it_is_back_without_dead_letters():
+    app = App("unavailable")
+    app.on_error(backoff="1s..8s", retry_for="5m")
+    written: list[int] = []
+    outage = {"calls": 0}
+
+    def write(v: int) -> None:
+        outage["calls"] += 1
+        if outage["calls"] <= 3:
+            msg = "database is restarting"
+            raise SinkUnavailableError(msg)
+        written.append(v)
+
+    app.stream("in", value="json").sink(write)
+    started = time.monotonic()
+    with TestDriver(app) as driver:
+        driver.send("in", 1)
+        driver.send("in", 2)
+        driver.settle()
+        assert written == [1, 2]
+        assert driver.dead_letters() == []
+        assert driver.committed("in") == {0: 2}
+        assert driver.slept >= 1 + 2 + 4  # waited on the driver's clock, with the policy's backoff
+    assert time.monotonic() - started < 5
+
+
+def test_a_sink_unavailable_past_retry_for_stops_the_app_without_committing():
+    app = App("down")
+    app.on_error(backoff="10s..1m", retry_for="2m")
+
+    def write(_v: int) -> None:
+        msg = "database is down"
+        raise SinkUnavailableError(msg)
+
+    app.stream("in", value="json").sink(write)
+    driver = TestDriver(app)
+    driver.start()
+    driver.send("in", 1)
+    with pytest.raises(SinkUnavailableError, match="has been unavailable for 120s"):
+        driver.settle()
+    driver.close(raise_errors=False)
+    assert driver.broker.committed("down", "in", 0) == -1001
+    assert driver.slept >= 120
