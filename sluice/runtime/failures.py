@@ -147,7 +147,7 @@ class FailureRouter:
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.app = app
-        #: backoffs sleep and retry-topic due times are read on it
+        #: the clock of backoffs, waits for an unavailable sink and retry-topic due times
         self.clock = clock
         self.policy = policy
         self._collector = collector

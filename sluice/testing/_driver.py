@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sluice._durations import parse_duration
 from sluice.dataflow import Source, To
-from sluice.dataflow.steps import Aggregate
+from sluice.dataflow.steps import Aggregate, Step
 from sluice.errors import ConfigError, SluiceError
 from sluice.runtime.clock import Clock
 from sluice.runtime.runner import Runner, RunStats
@@ -127,6 +127,7 @@ class TestDriver:
         self._turn = threading.Condition()
         self._runner_turn = False
         self._finished = False
+        self._closing = False
         self._error: BaseException | None = None
         self._input: MemoryProducer | None = None
 
@@ -172,6 +173,7 @@ class TestDriver:
         """Stop the runtime as ``sluice run`` stops on SIGTERM (commit, close the stores), then clean up."""
         if self._runner is None:
             return
+        self._closing = True
         self._runner.stop()
         if not self._finished:
             self._step()
@@ -230,7 +232,7 @@ class TestDriver:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
-        if self._finished and self._runner is not None and not self._runner._stop.is_set():
+        if self._finished and self._runner is not None and not self._closing:
             msg = f"the runtime of app {self.app.name!r} stopped unexpectedly"
             raise SluiceError(msg)
 
@@ -437,8 +439,12 @@ class TestDriver:
         }
 
     def _dead_letter_topics(self) -> list[str]:
-        assert self._runner is not None
-        names = [p.dead_letter or f"{self.app.name}.dlq" for p in self._runner.topology._policies()]
+        """The dead-letter topics of the app's policy and of its streams' and steps' own."""
+        policies = [self.app.error_policy]
+        for source in self.app.sources:
+            policies.append(source.on_error)
+            policies.extend(step.on_error for step in steps_below(source.root, Step))
+        names = [p.dead_letter or f"{self.app.name}.dlq" for p in policies if p is not None]
         return list(dict.fromkeys(names))
 
 

@@ -233,3 +233,18 @@ def test_a_sink_unavailable_past_retry_for_stops_the_app_without_committing():
     driver.close(raise_errors=False)
     assert driver.broker.committed("down", "in", 0) == -1001
     assert driver.slept >= 120
+
+
+def test_dead_letters_reads_the_dead_letter_topics_of_step_policies_too():
+    app = App("two-dlqs")
+    app.on_error(retries=0, dead_letter="app.dlq")
+    events = app.stream("in", value="json")
+    events.map(lambda v: 1 // v["a"], on_error={"retries": 0, "dead_letter": "a.dlq"}).to("a")
+    events.map(lambda v: 1 // v["b"]).to("b")
+    with TestDriver(app) as driver:
+        driver.send("in", {"a": 0, "b": 1})
+        driver.send("in", {"a": 1, "b": 0})
+        dead = driver.dead_letters()
+        only_a = driver.dead_letters("a.dlq")
+    assert sorted(d.topic for d in dead) == ["a.dlq", "app.dlq"]
+    assert [d.value for d in only_a] == [b'{"a":0,"b":1}']
