@@ -166,8 +166,12 @@ class TestDriver:
         self._thread = threading.Thread(target=self._run, name=f"sluice-driver-{app.name}", daemon=True)
         self._thread.start()
         self._wait_for_turn()
-        self._raise_if_failed()
-        self.settle()
+        try:
+            self._raise_if_failed()  # e.g. the graph refused by the topology checks
+            self.settle()
+        except BaseException:
+            self.close(raise_errors=False)
+            raise
 
     def close(self, raise_errors: bool = True) -> None:
         """Stop the runtime as ``sluice run`` stops on SIGTERM (commit, close the stores), then clean up."""

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from sluice import App
-from sluice.errors import SluiceError
+from sluice.errors import ConfigError, SluiceError
 from sluice.testing import TestDriver, run_steps
 from sluice.testing._memory import murmur2
 
@@ -191,3 +191,12 @@ def test_a_driver_run_takes_no_wall_clock_waits():
         assert len(driver.dead_letters()) == 1
         assert driver.slept >= 2 + 4  # the backoffs: moved the driver's clock instead
     assert time.monotonic() - started < 5
+
+
+def test_a_graph_the_runtime_refuses_fails_at_start_with_the_runtimes_error():
+    app = App("refused", concurrency=4)
+    app.stream("in", value="json").count().current().to("out")  # aggregations need concurrency=1
+    driver = TestDriver(app)
+    with pytest.raises(ConfigError, match="use concurrency=1"):
+        driver.start()
+    assert driver._thread is not None and not driver._thread.is_alive()
