@@ -350,6 +350,8 @@ class TestDriver:
     def output(self, topic: str, *, raw: bool = False) -> list[OutputRecord]:
         """What the app wrote to ``topic`` so far (committed), in offset order per partition.
 
+        Readable after the driver closed too: then what the runtime committed before it stopped.
+
         Values and keys are deserialized with the format of the ``.to()`` writing the topic
         (a window's ``late=`` topic: JSON; other topics: bytes); ``raw=True`` returns the
         bytes and the headers as on Kafka.
@@ -402,6 +404,9 @@ class TestDriver:
         return self._runner
 
     def _settled(self) -> None:
+        """Settle a running driver; a closed one is read as the runtime left it (its last commit)."""
+        if self._runner is None and self._thread is not None:
+            return
         self._require_running()
         self.settle()
 

@@ -200,3 +200,15 @@ def test_a_graph_the_runtime_refuses_fails_at_start_with_the_runtimes_error():
     with pytest.raises(ConfigError, match="use concurrency=1"):
         driver.start()
     assert driver._thread is not None and not driver._thread.is_alive()
+
+
+def test_outputs_are_readable_after_the_driver_closed_and_sending_is_not():
+    app = App("after")
+    app.stream("in", value="str").map(str.upper).to("out")
+    with TestDriver(app) as driver:
+        driver.send("in", "a")
+        driver.send("in", "b")  # not settled before the close: the shutdown commits it
+    assert [r.value for r in driver.output("out")] == ["A", "B"]
+    assert driver.committed("in") == {0: 2}
+    with pytest.raises(SluiceError, match="not running"):
+        driver.send("in", "c")
