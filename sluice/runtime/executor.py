@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -640,7 +639,7 @@ class Executor:
                 otherwise) still unavailable after the policy's ``retry_for``, or the app is
                 stopping: nothing of this batch or after it is committed.
         """
-        started = time.monotonic()
+        started = self._router.clock.monotonic()
         logger.warning(
             "%s: %s; trying %s again for up to %gs (on_error retry_for): nothing is "
             "dead-lettered and no offset moves past them meanwhile",
@@ -653,7 +652,7 @@ class Executor:
         self.waiting_since, self.waiting_for = started, f"{name}: {first}"
         try:
             while True:
-                waited = time.monotonic() - started
+                waited = self._router.clock.monotonic() - started
                 if waited >= policy.retry_for or self.stopping():
                     why = (
                         f"has been unavailable for {waited:.0f}s (on_error retry_for={policy.retry_for:g}s)"
@@ -678,7 +677,7 @@ class Executor:
                     "%s: %s is back after %.1fs and %d tries; the waiting records go on",
                     name,
                     dependency,
-                    time.monotonic() - started,
+                    self._router.clock.monotonic() - started,
                     tries,
                 )
                 return result
@@ -687,14 +686,14 @@ class Executor:
 
     def _wait(self, seconds: float) -> None:
         """Sleep in slices, serving delivery reports (on the polling thread) and the runner's keep-alive."""
-        deadline = time.monotonic() + seconds
+        deadline = self._router.clock.monotonic() + seconds
         on_poll_thread = threading.get_ident() == self._poll_thread
-        while (left := deadline - time.monotonic()) > 0 and not self.stopping():
+        while (left := deadline - self._router.clock.monotonic()) > 0 and not self.stopping():
             if on_poll_thread:
                 self._poll(min(left, _WAIT_SLICE))
                 self.keep_alive()
             else:
-                time.sleep(min(left, _WAIT_SLICE))
+                self._router.clock.sleep(min(left, _WAIT_SLICE))
 
     def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""

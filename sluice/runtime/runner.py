@@ -27,8 +27,10 @@ from sluice.dataflow.steps import Aggregate
 from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
+from sluice.kafka.clients import KAFKA_CLIENTS, Clients
 from sluice.kafka.config import ClientSettings
 from sluice.metrics._runtime import RuntimeMetrics, RuntimeSnapshot, start_metrics
+from sluice.runtime.clock import SYSTEM_CLOCK, Clock
 from sluice.runtime.collector import RecordCollector
 from sluice.runtime.commit import AtLeastOnce, Committer, Transactional
 from sluice.runtime.executor import Executor
@@ -103,8 +105,13 @@ class Runner:
         policy: ErrorPolicy = DEFAULT_POLICY,
         metrics_port: int | None = None,
         state_dir: Path = Path(".sluice-state"),
+        clients: Clients = KAFKA_CLIENTS,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.name = name
+        #: makes the consumer, producers and admin client (in-memory ones in ``sluice.testing``)
+        self.clients = clients
+        self.clock = clock
         self.state_dir = state_dir
         self.policy = policy
         self.settings = settings
@@ -117,7 +124,7 @@ class Runner:
         self.fatal: SluiceError | None = None
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-        self._admin = TopicAdmin(settings.admin_config())
+        self._admin = TopicAdmin(settings.admin_config(), clients=clients)
         self.topology = Topology(
             name, settings, sources, policy, self._admin, options.exactly_once, options.concurrency
         )
@@ -164,8 +171,8 @@ class Runner:
 
     def _make_clients(self) -> None:
         consumer_extra = {"isolation.level": "read_committed"} if self.options.exactly_once else {}
-        self.producer = Producer(self._producer_config())
-        self.consumer = Consumer(
+        self.producer = self.clients.producer(self._producer_config())
+        self.consumer = self.clients.consumer(
             {
                 **self.settings.consumer_config(),
                 **consumer_extra,
@@ -236,7 +243,7 @@ class Runner:
         # a record refused for a reason of the moment (an outage) waits as long as a batch for a sink
         self._collector = RecordCollector(self.producer, retry_for=self.policy.retry_for)
         self._router = FailureRouter(
-            self.name, self.policy, self._collector, self._admin, self.topology.shape
+            self.name, self.policy, self._collector, self._admin, self.topology.shape, self.clock
         )
         self.stats.failures = self._router
         if self.options.exactly_once:
@@ -520,7 +527,7 @@ class Runner:
         if sources:
             executor.run(sources, batch)
         processed = list(sources)
-        now_ms = time.time() * 1000
+        now_ms = self.clock.time() * 1000
         for m in msgs:
             if m.topic() not in retry_topics:
                 continue
@@ -541,7 +548,7 @@ class Runner:
 
     def _resume_due(self) -> None:
         assert self.consumer is not None
-        now = time.time()
+        now = self.clock.time()
         for tp, due in list(self.parts.delayed.items()):
             if due <= now:
                 del self.parts.delayed[tp]
@@ -778,7 +785,7 @@ class Runner:
 
     def _make_transactional_producer(self) -> Producer:
         """A new producer with this process's transactional id: ``init_transactions`` bumps its epoch."""
-        return Producer(self._producer_config())
+        return self.clients.producer(self._producer_config())
 
     def replace_producer(self, producer: Producer) -> None:
         """Produce through ``producer`` from now on (exactly-once re-creates it after an abort)."""

@@ -89,7 +89,7 @@ class _Pass:
 
     __slots__ = ("batch", "changed", "future_limit", "loaded_close", "states", "store", "stream_time")
 
-    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None) -> None:
+    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None, now: float) -> None:
         self.store = store
         self.batch = batch
         self.stream_time = store.stream_time
@@ -97,7 +97,7 @@ class _Pass:
         self.loaded_close: dict[bytes, int | None] = {}
         self.changed: set[bytes] = set()
         #: records with a later timestamp are refused: they would close every window of the partition
-        self.future_limit = _NO_LIMIT if max_future is None else int(time.time() * 1000) + max_future
+        self.future_limit = _NO_LIMIT if max_future is None else int(now * 1000) + max_future
 
 
 class _Flush:
@@ -220,7 +220,7 @@ class AggregateNode:
         if store is None:
             msg = f"state store {self.step.store!r} partition {partition} is not open (not assigned to this worker)"
             raise SluiceError(msg)
-        ctx = _Pass(store, batch, self._max_future)
+        ctx = _Pass(store, batch, self._max_future, self._router.clock.time())
         step = self.step
         out: list[Record] = []
         one = partial(self._one, ctx)
@@ -329,7 +329,7 @@ class AggregateNode:
         """
         if self._max_future is None:
             return records
-        limit = int(time.time() * 1000) + self._max_future
+        limit = int(self._router.clock.time() * 1000) + self._max_future
         if all(m.timestamp()[1] <= limit for _v, _k, m in records):
             return records
         kept: list[Record] = []
@@ -561,7 +561,7 @@ def restore(
     One consumer reads every partition at once. Returns the records read per partition.
     """
     bounds = admin.watermarks(changelog, stores)
-    consumer = Consumer({**consumer_config, "enable.partition.eof": True})
+    consumer = admin.clients.consumer({**consumer_config, "enable.partition.eof": True})
     try:
         todo: dict[int, int] = {}  # partition -> end offset
         starts: list[TopicPartition] = []

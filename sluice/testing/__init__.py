@@ -1,4 +1,8 @@
-"""Helpers for users' unit tests: run dataflow steps in memory, without Kafka.
+"""Helpers for users' unit tests, without Kafka.
+
+- ``TestDriver``: the app's real runtime on an in-memory Kafka (send records, read
+  outputs and dead letters); the ``sluice_driver`` pytest fixture makes them.
+- ``run_steps``: run dataflow steps on values, nothing else.
 
 Example:
     >>> run_steps(lambda s: s.filter(lambda v: v > 1).map(str), [1, 2, 3])
@@ -11,8 +15,9 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from sluice.dataflow import Source, Stream
+from sluice.testing._driver import OutputRecord, TestDriver
 
-__all__ = ["run_steps"]
+__all__ = ["OutputRecord", "TestDriver", "run_steps"]
 
 
 def run_steps(build: Callable[[Stream], Stream], values: Iterable[Any], *, keys: bool = False) -> list[Any]:
