@@ -1,5 +1,7 @@
 """The dataflow API: ``Stream`` operators that build a graph of plain Python steps."""
 
+from sluice.dataflow.keyed import KeyState
+from sluice.dataflow.meta import Meta
 from sluice.dataflow.sinks import BatchSink, SinkRow
 from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
 from sluice.dataflow.stream import Source, Stream
@@ -9,8 +11,10 @@ __all__ = [
     "Filter",
     "FlatMap",
     "KeyBy",
+    "KeyState",
     "Map",
     "MapBatch",
+    "Meta",
     "Sink",
     "SinkRow",
     "Source",

@@ -25,6 +25,7 @@ import orjson
 
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
+from sluice.dataflow.keyed import KeyedState
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
 from sluice.errors import ConfigError, EnvironmentalError, SinkUnavailableError
@@ -35,6 +36,7 @@ from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.collector import size_checked
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
+from sluice.runtime.keyed_state import StateNode
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
 from sluice.runtime.tracker import Batch
@@ -434,7 +436,8 @@ class Executor:
             node.emit.wait = self.wait_until_available
             self.emitters.append(node.emit)
         if isinstance(step, Aggregate):
-            node.aggregate = AggregateNode(step, self._app, self._state_dir, produce, poll, self._router)
+            kind = StateNode if isinstance(step, KeyedState) else AggregateNode
+            node.aggregate = kind(step, self._app, self._state_dir, produce, poll, self._router)
             node.aggregate.input_topics = set(source.topics)
             self.aggregates.append(node.aggregate)
         node.children = [self._compile(child, source, produce, poll) for child in stream.children]

@@ -138,10 +138,11 @@ class Topology:
         twice = sorted({s for s in stores if stores.count(s) > 1})
         if twice:
             msg = (
-                f"two aggregations are named {twice[0]!r}: give each its own name= (it names its state store)"
+                f"two aggregations or state steps are named {twice[0]!r}: give each its own name= "
+                "(it names its state store)"
             )
             raise ConfigError(msg)
-        self._require_offset_order("aggregations and windows")
+        self._require_offset_order("aggregations, windows and state=True steps")
 
     def _require_offset_order(self, what: str) -> None:
         """Refuse what reorders records: worker threads and retry topics."""
