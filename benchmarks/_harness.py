@@ -207,7 +207,7 @@ def run_contender(
         ok=ok,
         verdict=text,
         seconds=seconds,
-        msg_per_s=records / seconds if seconds else None,
+        msg_per_s=(records - child.get("records_before_clock", 0)) / seconds if seconds else None,
         wall_seconds=(reached or time.monotonic()) - started,
         peak_rss_mb=rss,
         cpu_seconds=cpu,

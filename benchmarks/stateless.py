@@ -134,6 +134,20 @@ def _best(results: list[Result], name: str) -> Result | None:
     return max(mine, key=lambda r: r.msg_per_s) if mine else None
 
 
+def _loops(rs: list[Result]) -> list[float]:
+    return [x for x in map(loop_cpu, rs) if x is not None]
+
+
+def _per_record(rs: list[Result]) -> list[float]:
+    """Loop CPU microseconds per record counted by the clock (``records_before_clock`` left out)."""
+    out = []
+    for r in rs:
+        loop = loop_cpu(r)
+        if loop is not None:
+            out.append(loop / (r.records - r.child.get("records_before_clock", 0)) * 1e6)
+    return out
+
+
 def summarize(results: list[Result], names: list[str], goals: dict[str, float] = GOALS) -> dict:
     best = {n: _best(results, n) for n in names}
     summary: dict = {"contenders": {}, "ratios": {}, "goals": {}}
@@ -146,6 +160,10 @@ def summarize(results: list[Result], names: list[str], goals: dict[str, float] =
             "all_msg_per_s": [round(x) for x in rates],
             "median_cpu_seconds": round(statistics.median(r.cpu_seconds for r in rs), 1) if rs else None,
             "peak_rss_mb": round(max(r.peak_rss_mb for r in rs), 1) if rs else None,
+            "median_loop_cpu_seconds": round(statistics.median(loops), 2) if (loops := _loops(rs)) else None,
+            "median_loop_cpu_us_per_record": round(statistics.median(per), 3)
+            if (per := _per_record(rs))
+            else None,
             "all_ok": all(r.ok for r in rs),
         }
         for phase in ("consume_only_msg_per_s", "produce_only_msg_per_s"):
@@ -166,6 +184,9 @@ def summarize(results: list[Result], names: list[str], goals: dict[str, float] =
                 summary["ratios"][f"{mine}/{other}"] = round(m.msg_per_s / o.msg_per_s, 3)
                 mm, mo = (summary["contenders"][n]["median_msg_per_s"] for n in (mine, other))
                 summary["ratios_of_medians"][f"{mine}/{other}"] = round(mm / mo, 3)
+                cm, co = (summary["contenders"][n]["median_loop_cpu_us_per_record"] for n in (mine, other))
+                if cm and co:
+                    summary.setdefault("loop_cpu_ratios", {})[f"{mine}/{other}"] = round(co / cm, 3)
     for goal, bound in goals.items():
         if goal in summary["ratios"]:
             value = summary["ratios"][goal]
@@ -183,17 +204,25 @@ def summarize(results: list[Result], names: list[str], goals: dict[str, float] =
     return summary
 
 
+def loop_cpu(r: Result) -> float | None:
+    """CPU seconds of the contender's process from its first consumed record to its end (all its threads)."""
+    first, finish = r.child.get("cpu_at_first"), r.child.get("cpu_at_finish")
+    return finish - first if first is not None and finish is not None else None
+
+
 def table(results: list[Result]) -> str:
     lines = [
-        "| round | contender | msg/s | seconds | wall s (incl. start, join) | CPU s (user+sys) | peak RSS MB | output |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| round | contender | msg/s | seconds | wall s (incl. start, join) | CPU s (user+sys) "
+        "| loop CPU s | peak RSS MB | output |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for i, r in enumerate(results):
         rate = f"{r.msg_per_s:,.0f}" if r.msg_per_s else "-"
         secs = f"{r.seconds:.2f}" if r.seconds else "-"
+        loop = loop_cpu(r)
         lines.append(
             f"| {r.child.get('round', i)} | {r.contender} | {rate} | {secs} | {r.wall_seconds:.1f} "
-            f"| {r.cpu_seconds:.1f} | {r.peak_rss_mb:.0f} | {r.verdict} |"
+            f"| {r.cpu_seconds:.1f} | {'-' if loop is None else f'{loop:.2f}'} | {r.peak_rss_mb:.0f} | {r.verdict} |"
         )
     return "\n".join(lines)
 
@@ -203,7 +232,9 @@ def goals_text(summary: dict) -> str:
     for n, c in summary["contenders"].items():
         lines.append(
             f"- {n}: best {c['best_msg_per_s']:,} msg/s (median {c['median_msg_per_s']:,}), "
-            f"CPU {c['median_cpu_seconds']} s (median), peak RSS {c['peak_rss_mb']} MB"
+            f"CPU {c['median_cpu_seconds']} s (median; loop {c['median_loop_cpu_seconds']} s, "
+            f"{c['median_loop_cpu_us_per_record']} us/record), "
+            f"peak RSS {c['peak_rss_mb']} MB"
             if c["best_msg_per_s"]
             else f"- {n}: no valid measurement"
         )
@@ -215,7 +246,9 @@ def goals_text(summary: dict) -> str:
             )
     for name, value in summary["ratios"].items():
         median = summary["ratios_of_medians"][name]
-        lines.append(f"- {name}: {value:.2f}x (best of each; {median:.2f}x of the medians)")
+        cpu = summary.get("loop_cpu_ratios", {}).get(name)
+        by_cpu = f"; {cpu:.2f}x by loop CPU per record, medians" if cpu else ""
+        lines.append(f"- {name}: {value:.2f}x (best of each; {median:.2f}x of the medians{by_cpu})")
     for name, g in summary["goals"].items():
         line = f"- goal {name} {g['goal']}: {g['value']} -> {'MET' if g['met'] else 'NOT MET'}"
         if "median" in g:

@@ -102,11 +102,19 @@ def peak_rss_mb() -> float | None:
 
 
 def report(**fields: Any) -> None:
+    """One JSON line for the harness; the final one (with ``finished``) carries the CPU time so far."""
+    if "finished" in fields:
+        fields["cpu_at_finish"] = time.process_time()
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
 
 
-def report_first() -> float:
+def report_first(before: int = 0) -> float:
+    """Report the first consumed record: the clock's start, and the CPU time spent before it (start, join).
+
+    ``before``: records already processed when the clock starts (a contender that can see
+    its first records only once a batch went through); the rate leaves them out.
+    """
     now = time.monotonic()
-    report(first_consumed=now)
+    report(first_consumed=now, cpu_at_first=time.process_time(), records_before_clock=before)
     return now
