@@ -90,6 +90,22 @@ def test_a_frame_never_holds_more_than_max_rows(kafka, topic_factory):
     assert max(heights) == 16, heights
 
 
+def test_batches_larger_than_max_in_flight_do_not_pause_the_partitions(kafka, topic_factory):
+    # pausing drops what librdkafka prefetched: a map_batch of 500-record frames under a
+    # 100-record cap paused after every batch; a few consumed batches may always be in flight
+    n = 1500
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(src, [(None, orjson.dumps(event(i))) for i in range(n)])
+    app = make_app(kafka, max_in_flight=100, max_poll_records=100)
+    app.stream(src).map_batch(lambda df: df, max_rows=500, max_wait="1s").to(out)
+    with running(app):
+        got = kafka.drain(out, expected=n)
+        assert app.stats is not None
+        paused = app.stats.paused
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == list(range(n))
+    assert paused == 0
+
+
 def test_poison_row_alone_goes_to_the_dead_letter_topic(kafka, topic_factory):
     src, out = topic_factory(), topic_factory()
     kafka.produce(
