@@ -67,7 +67,9 @@ class App:
             ``sink(fn, idempotent=True)``).
         max_in_flight: records consumed but not finished (processing or awaiting
             acknowledgement) before partitions are paused (default 20,000): memory stays
-            bounded whatever the backlog.
+            bounded whatever the backlog. A ``map_batch`` whose ``max_rows`` is above
+            ``max_poll_records`` raises it to four of its frames at least: a pause drops
+            what the client had prefetched.
         concurrency: records processed at once per process (default 1: batch-at-a-time
             on the poll thread, the fastest for CPU-bound steps). Above 1, each record runs
             on one of ``concurrency`` worker threads (``async def`` steps on an event loop),

@@ -50,6 +50,8 @@ __all__ = ["RunStats", "Runner", "RuntimeOptions"]
 logger = logging.getLogger(__name__)
 _librdkafka_logger = logging.getLogger("sluice.kafka.librdkafka")
 _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition records
+#: map_batch frames that may await acknowledgement before partitions pause, whatever ``max_in_flight``
+_FRAMES_IN_FLIGHT = 4
 _RECORD_ROOM = 1024  # bytes of headers and record framing next to a record's key and value
 _TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
 
@@ -117,6 +119,7 @@ class Runner:
         self.settings = settings
         self.sources = sources
         self.options = options
+        self._in_flight_cap = options.max_in_flight
         self.stats = RunStats(committed={})
         self.tracker = OffsetTracker()
         self._stop = threading.Event()
@@ -301,6 +304,11 @@ class Runner:
         max_records, poll_timeout = self.topology.batch_shape(
             self.settings.max_poll_records, self.options.poll_timeout
         )
+        # a map_batch that asks for bigger batches gets room for a few of them: with 10,000-row
+        # frames and the default 20,000, two frames awaiting acks paused the partitions, which
+        # drops what librdkafka had prefetched (a 300k-record run took 2.5 s instead of 1.1 s)
+        frames = max_records if max_records > self.settings.max_poll_records else 0
+        self._in_flight_cap = max(self.options.max_in_flight, _FRAMES_IN_FLIGHT * frames)
         stats = self.stats
         metrics = self.metrics
         next_commit = time.monotonic() + opts.commit_interval
@@ -556,7 +564,7 @@ class Runner:
                     self.consumer.resume([TopicPartition(*tp)])
 
     def _backpressure(self) -> None:
-        in_flight, cap = self.tracker.in_flight, self.options.max_in_flight
+        in_flight, cap = self.tracker.in_flight, self._in_flight_cap
         if not self.parts.paused and in_flight >= cap:
             self._set_paused(True)
             if self.executor is not None and not self.committer.exactly_once:
