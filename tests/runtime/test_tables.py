@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sluice import App
@@ -70,52 +70,70 @@ def join_oracle(events: list[tuple]) -> list[tuple[int, int | None]]:
     return out
 
 
+scenario = st.lists(st.one_of(table_event, stream_event), min_size=1, max_size=30)
+
+
 @settings(
     max_examples=6,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(events=st.lists(st.one_of(table_event, stream_event), min_size=1, max_size=40))
-def test_stream_table_join_matches_the_timestamp_oracle_inner_and_left(kafka, tmp_path_factory, events):
-    stream_events = [e for e in events if e[0] == "s"]
-    if not stream_events:
-        stream_events = [("s", "a", None, 15)]
-        events = [*events, stream_events[0]]
-    src, users = kafka.create_topic(partitions=1), kafka.create_topic(partitions=1)
-    kafka.produce(
-        users,
-        [
-            (k, None if v is None else orjson.dumps({"v": v}), {"timestamp": T0 + ts * 1000})
-            for kind, k, v, ts in events
-            if kind == "t"
+@given(scenarios=st.lists(scenario, min_size=1, max_size=8))
+@example(
+    scenarios=[
+        [("t", "a", 1, 5), ("s", "a", None, 5)],  # a tie: the table update goes first
+        [("t", "a", 1, 9), ("t", "a", 2, 1), ("s", "a", None, 5)],  # a later head holds back the rest
+        [("s", "a", None, 5), ("t", "a", 1, 4), ("s", "a", None, 4), ("s", "a", None, 6)],
+        [("t", "b", 3, 0), ("t", "b", None, 2), ("s", "b", None, 1), ("s", "b", None, 2)],
+    ]
+)
+def test_stream_table_join_matches_the_timestamp_oracle_inner_and_left(kafka, tmp_path_factory, scenarios):
+    """Each scenario is one partition of the stream and of the table: a single-partition interleaving."""
+    n = len(scenarios)
+    src, users = kafka.create_topic(partitions=n), kafka.create_topic(partitions=n)
+    want_left: list[dict] = []
+    for p, events in enumerate(scenarios):
+        stream_events = [e for e in events if e[0] == "s"]
+        kafka.produce(
+            users,
+            [
+                (k, None if v is None else orjson.dumps({"v": v}), {"timestamp": T0 + ts * 1000})
+                for kind, k, v, ts in events
+                if kind == "t"
+            ],
+            partition=p,
+        )
+        kafka.produce(
+            src,
+            [
+                (k, orjson.dumps({"p": p, "i": i}), {"timestamp": T0 + ts * 1000})
+                for i, (_s, k, _v, ts) in enumerate(stream_events)
+            ],
+            partition=p,
+        )
+        want_left += [
+            {"p": p, "i": i, "user": None if v is None else {"v": v}} for i, v in join_oracle(events)
         ]
-        or [],
-    )
-    kafka.produce(
-        src,
-        [
-            (k, orjson.dumps({"i": i}), {"timestamp": T0 + ts * 1000})
-            for i, (_s, k, _v, ts) in enumerate(stream_events)
-        ],
-    )
+    want_inner = [row for row in want_left if row["user"] is not None]
     left_out, inner_out = out_topic(kafka), out_topic(kafka)
     app = make_app(kafka, tmp_path_factory.mktemp("oracle"))
     table = app.table(users, value="json")
     orders = app.stream(src, value="json")
-    orders.join(table, merge, how="left").to(left_out)
-    orders.join(table, merge, how="inner").to(inner_out)
+    orders.join(table, lambda o, u: {**o, "user": u}, how="left").to(left_out)
+    orders.join(table, lambda o, u: {**o, "user": u}, how="inner").to(inner_out)
 
-    expected = join_oracle(events)
-    want_left = [{"i": i, "user": None if v is None else {"v": v}} for i, v in expected]
-    want_inner = [row for row in want_left if row["user"] is not None]
+    def order(rows: list[dict]) -> list[dict]:
+        return sorted(rows, key=lambda r: (r["p"], r["i"]))
+
     with running(app) as outcome:
         got_left = values(kafka.drain(left_out, expected=len(want_left), timeout=60))
-        wait_for(lambda: app._runner.executor.produced >= len(want_left) + len(want_inner), outcome=outcome)
+        done = len(want_left) + len(want_inner)
+        wait_for(lambda: app._runner.executor.produced >= done, timeout=30, outcome=outcome)
         got_inner = values(kafka.drain(inner_out, expected=len(want_inner) + 1, timeout=3, idle=1))
         misses = app._runner.snapshot().join_misses
     assert "error" not in outcome
-    assert got_left == want_left
-    assert got_inner == want_inner
+    assert order(got_left) == want_left
+    assert order(got_inner) == want_inner
     assert sum(misses.values()) == len(want_left) - len(want_inner)
 
 
