@@ -242,6 +242,8 @@ class PartitionedTable(TableLookup):
             msg = f"table {self.topic}[{p}] is not open: the stream partition {p} is not assigned to this process"
             raise SluiceError(msg)
         self._advance(p, meta.timestamp()[1], writes)
+        if key is None:
+            return MISSING  # no key, no row: dropped by an inner join, None for a left one
         kb = lookup_key(key)
         raw = writes[kb] if kb in writes else self.stores[p].get(kb)
         return MISSING if raw is None else self.decode(raw)
@@ -383,7 +385,10 @@ class GlobalTable(TableLookup):
             self._apply_buffered()
 
     def row(self, value: Any, key: Any, meta: Any) -> Any:
-        kb = lookup_key(self.on(value) if self.on is not None else key)
+        wanted = self.on(value) if self.on is not None else key
+        if wanted is None:
+            return MISSING
+        kb = lookup_key(wanted)
         writes = self.writes
         if kb in writes:
             raw = writes[kb]

@@ -63,6 +63,7 @@ class Topology:
         """Check the graph, describe the sources, create what is missing; return the topics to consume."""
         admin = self.admin
         self._check_stateful()
+        self._check_joins()
         self._check_exactly_once()
         topics = [t for s in self.sources for t in s.topics]
         sources = [t for s in self.sources if not s.internal for t in s.topics]
@@ -169,6 +170,18 @@ class Topology:
             )
             raise ConfigError(msg)
         self._require_offset_order("aggregations, windows and state=True steps")
+
+    def _check_joins(self) -> None:
+        steps = [s for source in self.sources for s in steps_below(source.root, Join)]
+        if not steps:
+            return
+        stores = [s.store for s in steps]
+        twice = sorted({s for s in stores if stores.count(s) > 1})
+        if twice:
+            msg = f"two joins are named {twice[0]!r}: give each its own name= (it names its table's local state)"
+            raise ConfigError(msg)
+        # a table is brought up to each record's timestamp in offset order, on the poll thread
+        self._require_offset_order("stream-table joins")
 
     def _require_offset_order(self, what: str) -> None:
         """Refuse what reorders records: worker threads and retry topics."""

@@ -384,3 +384,17 @@ def test_exactly_once_app_with_a_join(kafka, topic_factory, tmp_path):
         assert "error" not in outcome
     assert len(got) == 300
     assert {r["i"]: r["user"] for r in got} == expected
+
+
+def test_joins_refuse_worker_threads_and_twice_the_same_name(kafka, topic_factory, tmp_path):
+    src, users = topic_factory(partitions=1), topic_factory(partitions=1)
+    app = make_app(kafka, tmp_path, concurrency=4)
+    app.stream(src).join(app.table(users), merge).to(out_topic(kafka))
+    with pytest.raises(ConfigError, match="stream-table joins: records are processed on the poll thread"):
+        app.run(install_signal_handlers=False)
+    app = make_app(kafka, tmp_path)
+    orders = app.stream(src)
+    orders.join(app.table(users), merge, name="j").to(out_topic(kafka))
+    orders.join(app.table(users), merge, how="left", name="j").to(out_topic(kafka))
+    with pytest.raises(ConfigError, match="two joins are named 'j'"):
+        app.run(install_signal_handlers=False)
