@@ -703,7 +703,7 @@ class Runner:
         """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""
         if self.executor is None:
             return
-        self.executor.tables.release(partitions)
+        self.executor.tables.release(partitions, clean)
         for node in self.executor.aggregates:
             owned = [
                 p

@@ -88,6 +88,7 @@ class _Follower:
         #: the partition's records up to its end (when last fetched) are buffered or applied
         self.at_end: dict[int, bool] = {}
         self.paused: set[int] = set()
+        self.expected: dict[int, int] = {}
 
     @property
     def consumer(self) -> Consumer:
@@ -97,9 +98,10 @@ class _Follower:
 
     def assign(self, starts: dict[int, tuple[int, bool]]) -> None:
         """Follow ``partition -> (first offset, already at the end)``."""
-        for p, (_start, at_end) in starts.items():
+        for p, (start, at_end) in starts.items():
             self.buffers[p] = deque()
             self.at_end[p] = at_end
+            self.expected[p] = start
         self.consumer.incremental_assign([TopicPartition(self.topic, p, s) for p, (s, _e) in starts.items()])
 
     def unassign(self, partitions: Iterable[int]) -> None:
@@ -107,6 +109,7 @@ class _Follower:
         for p in parts:
             del self.buffers[p]
             del self.at_end[p]
+            del self.expected[p]
             self.paused.discard(p)
         if parts and self._consumer is not None:
             self._consumer.incremental_unassign([TopicPartition(self.topic, p) for p in parts])
@@ -128,6 +131,9 @@ class _Follower:
                     continue
                 msg = f"reading the table topic {self.topic}[{p}] failed: {err.str()}"
                 raise KafkaUnavailableError(msg)
+            if m.offset() < self.expected[p]:
+                continue  # fetched before the partition was assigned again: already had
+            self.expected[p] = m.offset() + 1
             buf.append(m)
             at_end[p] = False
             read += 1
@@ -201,8 +207,14 @@ class PartitionedTable(TableLookup):
             logger.info("table %s[%d]: following from offset %d (end %d)", self.topic, p, start, high)
         self.follower.assign(starts)
 
-    def release(self, partitions: Iterable[tuple[str, int]] | None) -> None:
-        """Close the table partitions no assigned stream partition needs (None: all)."""
+    def release(self, partitions: Iterable[tuple[str, int]] | None, clean: bool) -> None:
+        """Close the table partitions no assigned stream partition needs (None: all).
+
+        ``clean``: the stream's processed records are committed, so the table's checkpoint
+        may say where it got. Otherwise records will be redone, and must not meet table
+        updates stamped after them: the store is wiped at its next open and the topic read
+        again, time-synchronized from its beginning.
+        """
         if partitions is None:
             closing = list(self.stores)
         else:
@@ -218,9 +230,9 @@ class PartitionedTable(TableLookup):
             self.owners.pop(p, None)
             self._write(p)
             store = self.stores.pop(p, None)
+            offset = self.next.pop(p, None)
             if store is not None:
-                # the files hold the table up to this offset whatever the stream's outputs did
-                store.close(self.next.pop(p))
+                store.close(offset if clean else None)
             self.writes.pop(p, None)
         if self.follower is not None:
             if partitions is None:
@@ -437,15 +449,15 @@ class Tables:
         for table in self.partitioned:
             table.assign(partitions, admin, config, timeout)
 
-    def release(self, partitions: Iterable[tuple[str, int]] | None) -> None:
+    def release(self, partitions: Iterable[tuple[str, int]] | None, clean: bool) -> None:
         """Close the table partitions of released stream partitions (None: all of them)."""
         parts = list(partitions) if partitions is not None else None
         for table in self.partitioned:
-            table.release(parts)
+            table.release(parts, clean)
 
     def close(self) -> None:
-        """Close everything, global tables too (the app stops)."""
-        self.release(None)
+        """Close everything, global tables too (the app stops; its stores are closed already)."""
+        self.release(None, clean=False)
         for table in self.globals:
             table.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import uuid
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from sluice import App
 from sluice.errors import ConfigError
-from tests.apps import running, wait_for
+from tests.apps import AppProcess, running, wait_for, write_app
 
 T0 = 1_700_000_000_000
 #: the partitioner of sluice's producers (and Java clients): table keys land where repartitioned records do
@@ -398,3 +399,92 @@ def test_joins_refuse_worker_threads_and_twice_the_same_name(kafka, topic_factor
     orders.join(app.table(users), merge, how="left", name="j").to(out_topic(kafka))
     with pytest.raises(ConfigError, match="two joins are named 'j'"):
         app.run(install_signal_handlers=False)
+
+
+KILL_APP = """
+import time
+from sluice import App
+
+app = App(
+    {group!r},
+    brokers={bootstrap!r},
+    guarantee={guarantee!r},
+    state_dir={state!r},
+    commit_interval="200ms",
+    max_poll_records=50,
+    session_timeout_ms=6000,  # the killed member's partitions move on soon
+    heartbeat_interval_ms=1000,
+)
+
+def slow(order):
+    time.sleep(0.01)
+    return order
+
+users = app.table({users!r}, value="json")
+(app.stream({src!r}, value="json")
+    .map(slow)
+    .join(users, lambda o, u: {{"i": o["i"], "user": u}}, how="left")
+    .to({out!r}))
+"""
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill9_mid_stream_the_restarted_worker_joins_like_the_oracle(kafka, tmp_path, guarantee):
+    """Stream timestamps rise per partition: records redone after the crash see the same rows."""
+    src, users = kafka.create_topic(partitions=2), kafka.create_topic(partitions=2)
+    out = out_topic(kafka)
+    rng = random.Random(11)
+    updates = []  # (key, value or None, ts): interleaved in time with the orders
+    for j in range(300):
+        updates.append((f"u{rng.randrange(10)}", None if rng.random() < 0.15 else j, T0 + j * 20 + 5))
+    orders = [(f"u{rng.randrange(10)}", i, T0 + i * 10) for i in range(600)]
+    kafka.produce(
+        users,
+        [(k, None if v is None else orjson.dumps({"v": v}), {"timestamp": ts}) for k, v, ts in updates],
+        **MURMUR2,
+    )
+    kafka.produce(src, [(k, orjson.dumps({"i": i}), {"timestamp": ts}) for k, i, ts in orders], **MURMUR2)
+
+    def expected(key: str, ts: int) -> dict | None:
+        rows = [v for k, v, t in updates if k == key and t <= ts]
+        return None if not rows or rows[-1] is None else {"v": rows[-1]}
+
+    want = {i: expected(k, ts) for k, i, ts in orders}
+    group = f"tbk-{uuid.uuid4().hex[:8]}"
+    module = write_app(
+        tmp_path,
+        "joinapp",
+        KILL_APP.format(
+            group=group,
+            bootstrap=kafka.bootstrap,
+            guarantee=guarantee,
+            state=str(tmp_path / "state"),
+            users=users,
+            src=src,
+            out=out,
+        ),
+    )
+    read = {"isolation.level": "read_committed"} if guarantee == "exactly_once" else {}
+    worker = AppProcess(tmp_path, module, log_name="w0.log")
+    try:
+        wait_for(
+            lambda: len(kafka.drain(out, timeout=3, idle=0.5, **read)) >= 150, timeout=60, what="outputs"
+        )
+        worker.kill9()
+        worker = AppProcess(tmp_path, module, log_name="w1.log")
+
+        def all_joined() -> list:
+            got = kafka.drain(out, timeout=5, idle=1, **read)
+            return got if {orjson.loads(r.value)["i"] for r in got} >= set(want) else []
+
+        got = wait_for(all_joined, timeout=90, interval=0.5, what="every order joined")
+        if guarantee == "exactly_once":
+            got = kafka.drain(out, timeout=5, idle=2, **read)  # and nothing more
+    finally:
+        worker.terminate()
+    rows = values(got)
+    assert {r["i"] for r in rows} == set(want), worker.log()[-2000:]
+    wrong = [(r["i"], r["user"], want[r["i"]]) for r in rows if r["user"] != want[r["i"]]]
+    assert not wrong, wrong[:5]
+    if guarantee == "exactly_once":
+        assert len(rows) == len(orders)
