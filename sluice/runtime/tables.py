@@ -174,6 +174,8 @@ class PartitionedTable(TableLookup):
         self.owners: dict[int, set[str]] = {}
         self.follower: _Follower | None = None
         self.timeout = 60.0
+        self.buffers: dict[int, deque[Any]] = {}
+        self.at_end: dict[int, bool] = {}
 
     def assign(
         self, partitions: Iterable[tuple[str, int]], admin: TopicAdmin, config: dict[str, Any], timeout: float
@@ -191,6 +193,7 @@ class PartitionedTable(TableLookup):
             return
         if self.follower is None:
             self.follower = _Follower(self.topic, config)
+            self.buffers, self.at_end = self.follower.buffers, self.follower.at_end
         bounds = admin.watermarks(self.topic, new)
         starts: dict[int, tuple[int, bool]] = {}
         for p in new:
@@ -253,7 +256,10 @@ class PartitionedTable(TableLookup):
         if writes is None:
             msg = f"table {self.topic}[{p}] is not open: the stream partition {p} is not assigned to this process"
             raise SluiceError(msg)
-        self._advance(p, meta.timestamp()[1], writes)
+        buf = self.buffers[p]
+        # the usual case costs two lookups: nothing buffered and the partition read to its end
+        if buf or not self.at_end[p]:
+            self._advance(p, meta.timestamp()[1], writes)
         if key is None:
             return MISSING  # no key, no row: dropped by an inner join, None for a left one
         kb = lookup_key(key)
