@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from sluice import App
 from sluice.errors import ConfigError
 from tests.apps import AppProcess, running, wait_for, write_app
+from tests.ops.helpers import scrape, value
 
 T0 = 1_700_000_000_000
 #: the partitioner of sluice's producers (and Java clients): table keys land where repartitioned records do
@@ -156,12 +157,14 @@ def test_a_null_value_deletes_the_row_and_inner_misses_are_counted(kafka, topic_
         **MURMUR2,
     )
     out = out_topic(kafka)
-    app = make_app(kafka, tmp_path)
+    app = make_app(kafka, tmp_path, metrics_port=0)
     app.stream(src).join(app.table(users), merge, name="enrich").to(out)
     with running(app) as outcome:
         got = values(kafka.drain(out, expected=10, timeout=60))
         wait_for(lambda: sum(app._runner.snapshot().join_misses.values()) == 20, timeout=30, outcome=outcome)
         extra = kafka.drain(out, expected=11, timeout=2, idle=1)
+        samples = scrape(app._runner.metrics.url)
+    assert value(samples, "sluice_join_misses_total", step="enrich") == 20
     assert sorted(r["i"] for r in got) == [i for i in range(30) if i % 3 == 2]
     assert all(r["user"] == {"name": "Bob"} for r in got)
     assert len(extra) == 10
