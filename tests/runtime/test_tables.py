@@ -491,3 +491,50 @@ def test_kill9_mid_stream_the_restarted_worker_joins_like_the_oracle(kafka, tmp_
     assert not wrong, wrong[:5]
     if guarantee == "exactly_once":
         assert len(rows) == len(orders)
+
+
+def test_a_second_worker_joining_takes_table_partitions_with_its_stream_partitions(kafka, tmp_path):
+    src, users = kafka.create_topic(partitions=4), kafka.create_topic(partitions=4)
+    out = out_topic(kafka)
+    rng = random.Random(5)
+    updates = [(f"u{rng.randrange(12)}", j, T0 + j * 20 + 5) for j in range(300)]
+    orders = [(f"u{rng.randrange(12)}", i, T0 + i * 10) for i in range(600)]
+    kafka.produce(users, [(k, orjson.dumps({"v": v}), {"timestamp": ts}) for k, v, ts in updates], **MURMUR2)
+
+    def expected(key: str, ts: int) -> dict | None:
+        rows = [v for k, v, t in updates if k == key and t <= ts]
+        return {"v": rows[-1]} if rows else None
+
+    want = {i: expected(k, ts) for k, i, ts in orders}
+    name = f"tb-{uuid.uuid4().hex[:8]}"
+
+    def worker() -> App:
+        app = make_app(kafka, tmp_path, name=name)  # one state_dir: each process claims its own slot
+        app.stream(src).join(app.table(users), merge, how="left").to(out)
+        return app
+
+    def produce(part: list) -> None:
+        kafka.produce(src, [(k, orjson.dumps({"i": i}), {"timestamp": ts}) for k, i, ts in part], **MURMUR2)
+
+    first = worker()
+    with running(first) as one:
+        produce(orders[:300])
+        wait_for(lambda: len(kafka.drain(out, expected=300, timeout=5)) >= 300, timeout=60, outcome=one)
+        second = worker()
+        with running(second) as two:
+            wait_for(
+                lambda: len(first._runner.parts.assigned) < 4, timeout=60, what="a rebalance", outcome=one
+            )
+            produce(orders[300:])
+
+            def all_joined() -> list:
+                got = kafka.drain(out, timeout=5, idle=1)
+                return got if {orjson.loads(r.value)["i"] for r in got} >= set(want) else []
+
+            got = wait_for(all_joined, timeout=90, interval=0.5, what="every order joined", outcome=two)
+        assert "error" not in one and "error" not in two
+    assert second._runner.executor.tables.partitioned[0].directory.parent.name != (
+        first._runner.executor.tables.partitioned[0].directory.parent.name
+    )
+    wrong = [(r["i"], r["user"], want[r["i"]]) for r in values(got) if r["user"] != want[r["i"]]]
+    assert not wrong, wrong[:5]
