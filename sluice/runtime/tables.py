@@ -27,12 +27,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from sluice.dataflow.tables import MISSING, Join, TableLookup
 from sluice.errors import KafkaUnavailableError, SluiceError
@@ -73,8 +73,9 @@ def lookup_key(key: Any) -> bytes:
 class _Follower:
     """A consumer without a group, assigned table partitions; buffers their records per partition."""
 
-    def __init__(self, topic: str, config: dict[str, Any]) -> None:
+    def __init__(self, topic: str, config: dict[str, Any], make: Callable[[dict[str, Any]], Any]) -> None:
         self.topic = topic
+        self._make = make
         self._config = {
             **config,
             "enable.partition.eof": True,
@@ -83,7 +84,7 @@ class _Follower:
             # a table reader buffers no more than the runtime's own cap needs
             "queued.max.messages.kbytes": 16384,
         }
-        self._consumer: Consumer | None = None
+        self._consumer: Any = None
         self.buffers: dict[int, deque[Any]] = {}
         #: the partition's records up to its end (when last fetched) are buffered or applied
         self.at_end: dict[int, bool] = {}
@@ -91,9 +92,9 @@ class _Follower:
         self.expected: dict[int, int] = {}
 
     @property
-    def consumer(self) -> Consumer:
+    def consumer(self) -> Any:
         if self._consumer is None:
-            self._consumer = Consumer(self._config)
+            self._consumer = self._make(self._config)
         return self._consumer
 
     def assign(self, starts: dict[int, tuple[int, bool]]) -> None:
@@ -192,7 +193,7 @@ class PartitionedTable(TableLookup):
         if not new:
             return
         if self.follower is None:
-            self.follower = _Follower(self.topic, config)
+            self.follower = _Follower(self.topic, config, admin.clients.consumer)
             self.buffers, self.at_end = self.follower.buffers, self.follower.at_end
         bounds = admin.watermarks(self.topic, new)
         starts: dict[int, tuple[int, bool]] = {}
@@ -340,7 +341,7 @@ class GlobalTable(TableLookup):
             store.reset()
             saved = {p: lo for p, (lo, _hi) in bounds.items()}
         self.next = dict(saved)
-        follower = self.follower = _Follower(self.topic, config)
+        follower = self.follower = _Follower(self.topic, config, admin.clients.consumer)
         follower.assign({p: (o, o >= bounds[p][1]) for p, o in saved.items()})
         ends = {p: hi for p, (_lo, hi) in bounds.items()}
         read = 0
