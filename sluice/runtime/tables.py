@@ -282,6 +282,8 @@ class PartitionedTable(TableLookup):
                     writes[k] = m.value()
                 self.next[p] = m.offset() + 1
                 applied = True
+                if len(writes) >= _WRITE_CHUNK:  # catching up on a big table: memory stays bounded
+                    self._write(p)
             if buf or follower.at_end[p]:
                 break
             if follower.fetch(0.1):
@@ -296,8 +298,6 @@ class PartitionedTable(TableLookup):
                 raise KafkaUnavailableError(msg)
         if applied:
             follower.drained(p)
-            if len(writes) >= _WRITE_CHUNK:
-                self._write(p)
 
     def done(self) -> None:
         for p, writes in self.writes.items():
@@ -308,7 +308,7 @@ class PartitionedTable(TableLookup):
         writes = self.writes.get(p)
         if writes:
             self.stores[p].apply(writes, [])
-            self.writes[p] = {}
+            writes.clear()  # in place: callers hold the dict
 
 
 class GlobalTable(TableLookup):

@@ -44,3 +44,27 @@ def test_global_table_joins_on_a_field():
         driver.send("orders", {"id": 2, "cc": "xx"})  # no row: an inner join drops it
         out = [r.value for r in driver.output("out")]
     assert out == [{"id": 1, "cc": "fr", "country": "France"}]
+
+
+def test_catching_up_on_a_big_table_writes_it_in_bounded_chunks(monkeypatch):
+    """The rows applied before one order are written to the store every _WRITE_CHUNK, not held until the end."""
+    from sluice.runtime import tables
+    from sluice.state.store import PartitionStore
+
+    monkeypatch.setattr(tables, "_WRITE_CHUNK", 10)
+    sizes: list[int] = []
+    apply = PartitionStore.apply
+
+    def recording(self, states, index, stream_time=None):
+        sizes.append(len(states))
+        return apply(self, states, index, stream_time)
+
+    monkeypatch.setattr(PartitionStore, "apply", recording)
+    with TestDriver(enrich_app()) as driver:
+        for n in range(100):
+            driver.send("users", {"n": n}, key=f"u{n}", timestamp=1_000)
+        driver.send("orders", {"id": 1}, key="u99", timestamp=2_000)
+        [row] = [r.value for r in driver.output("enriched")]
+    assert row == {"id": 1, "user": {"n": 99}}
+    assert sum(sizes) >= 200  # both joins' tables hold every row
+    assert max(sizes) <= 10
