@@ -130,8 +130,11 @@ class _Follower:
                 if err.code() == KafkaError._PARTITION_EOF:
                     at_end[p] = True
                     continue
-                msg = f"reading the table topic {self.topic}[{p}] failed: {err.str()}"
-                raise KafkaUnavailableError(msg)
+                if err.fatal() or err.code() in (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._UNKNOWN_TOPIC):
+                    msg = f"reading the table topic {self.topic}[{p}] failed: {err.str()}"
+                    raise KafkaUnavailableError(msg)
+                logger.warning("table %s[%d]: %s (librdkafka retries)", self.topic, p, err.str())
+                continue
             if m.offset() < self.expected[p]:
                 continue  # fetched before the partition was assigned again: already had
             self.expected[p] = m.offset() + 1
