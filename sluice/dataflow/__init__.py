@@ -5,11 +5,13 @@ from sluice.dataflow.meta import Meta
 from sluice.dataflow.sinks import BatchSink, SinkRow
 from sluice.dataflow.steps import Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
 from sluice.dataflow.stream import Source, Stream
+from sluice.dataflow.tables import Join, Table
 
 __all__ = [
     "BatchSink",
     "Filter",
     "FlatMap",
+    "Join",
     "KeyBy",
     "KeyState",
     "Map",
@@ -20,5 +22,6 @@ __all__ = [
     "Source",
     "Step",
     "Stream",
+    "Table",
     "To",
 ]

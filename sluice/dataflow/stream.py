@@ -33,6 +33,7 @@ from sluice.dataflow.grouped import (
 from sluice.dataflow.keyed import STATE_AGGREGATION, KeyedState, StateKind
 from sluice.dataflow.meta import MetaFilter, MetaFlatMap, MetaMap, MetaSink, WithHeaders, WithTimestamp
 from sluice.dataflow.steps import Aggregate, Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
+from sluice.dataflow.tables import Join, Table
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
@@ -558,6 +559,106 @@ class Stream(Aggregations):
         policy = coerce_policy(on_error, "sink")
         kind = MetaSink if meta else Sink
         return self._add(lambda label: kind(label, fn, idempotent, on_error=policy), "sink", fn, name)
+
+    def join(
+        self,
+        other: Stream | Table,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: Literal["inner", "left", "outer"] = "inner",
+        on: Callable[[Any], Any] | None = None,
+        within: str | timedelta | None = None,
+        grace: str | timedelta | None = None,
+        name: str | None = None,
+    ) -> Stream:
+        """Join each record with a table's row (``app.table``/``app.global_table``) or with another stream.
+
+        With a table, each record becomes ``fn(value, row)``, where ``row`` is the table's
+        latest value for the record's key as of the record's timestamp (see "Tables and
+        joins" in the README for the ordering guarantee). ``how="inner"`` drops records
+        the table has no row for (counted: ``sluice_join_misses_total``), ``how="left"``
+        calls ``fn(value, None)`` for them. A partitioned table joins on the record key,
+        co-partitioned with the stream (checked at start); after ``key_by`` the records
+        first go through a repartition topic shaped like the table's. A global table
+        joins on ``on(value)`` (default: the record key). A ``fn`` that raises sends the
+        record through the failure policy (the dead-letter topic by default).
+
+        Args:
+            other: a ``Table`` or a ``Stream``.
+            fn: ``fn(value, row) -> new value``.
+            how: ``"inner"`` or ``"left"`` (and ``"outer"`` for stream-stream joins).
+            on: global tables: the lookup key of a value (str/bytes as is, else JSON).
+            within: stream-stream joins: how far apart two records' timestamps may be.
+            grace: stream-stream joins: how long a window waits for out-of-order records.
+            name: names the step, its state and its repartition topic.
+
+        Example:
+            >>> from sluice import App
+            >>> app = App("doc")
+            >>> users = app.table("users", value="json")
+            >>> enriched = app.stream("orders").join(users, lambda o, u: {**o, "user": u}, how="left")
+            >>> _ = enriched.to("enriched")
+        """
+        if isinstance(other, Stream):
+            return self._join_stream(other, fn, how=how, within=within, grace=grace, name=name)
+        return self._join_table(other, fn, how=how, on=on, within=within, grace=grace, name=name)
+
+    def _join_stream(
+        self,
+        other: Stream,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: str,
+        within: str | timedelta | None,
+        grace: str | timedelta | None,
+        name: str | None,
+    ) -> Stream:
+        msg = "stream-stream joins are not available in this build: join a stream with app.table(...) instead"
+        raise NotImplementedError(msg)
+
+    def _join_table(
+        self,
+        table: Table,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: str,
+        on: Callable[[Any], Any] | None,
+        within: str | timedelta | None,
+        grace: str | timedelta | None,
+        name: str | None,
+    ) -> Stream:
+        if not isinstance(table, Table):
+            msg = f"join() needs a table (app.table/app.global_table) or a Stream, got {type(table).__name__}"
+            raise ConfigError(msg)
+        self._check_fn(fn, "join")
+        if how not in ("inner", "left"):
+            msg = f"join(how={how!r}) with {table!r}: a stream-table join is 'inner' or 'left'"
+            raise ConfigError(msg)
+        if within is not None or grace is not None:
+            msg = f"join(within=/grace=) are for stream-stream joins; {table!r} is a table: drop them"
+            raise ConfigError(msg)
+        if on is not None and not table.is_global:
+            msg = (
+                f"join(on=...) with {table!r}: a partitioned table joins on the record key; "
+                "key_by(...) before the join, or use app.global_table(...)"
+            )
+            raise ConfigError(msg)
+        if on is not None:
+            self._check_fn(on, "join(on=)")
+        if name is not None:
+            check_topic_name(name, "join name")
+        store = name or f"join-{self._counter[0] + 1}"
+        label = _Named(table.topic)
+
+        def make(label: str) -> Join:
+            return Join(label, table, fn, how, on, store)  # type: ignore[arg-type]
+
+        key_by = last_key_by(self)
+        if not table.is_global and key_by is not None and key_by.repartition:
+            internal = self.source.repartition(store)
+            self._to(internal.topics[0], "json", None, None, None, repartition=True)
+            return internal.root._add(make, "join", label, name)
+        return self._add(make, "join", label, name)
 
     def to(
         self,

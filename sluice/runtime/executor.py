@@ -28,6 +28,7 @@ from sluice.dataflow.frames import NotColumnar
 from sluice.dataflow.keyed import KeyedState
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
+from sluice.dataflow.tables import Join
 from sluice.errors import ConfigError, DeserializationError, EnvironmentalError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
@@ -39,6 +40,7 @@ from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, gen
 from sluice.runtime.keyed_state import StateNode
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
+from sluice.runtime.tables import Tables
 from sluice.runtime.tracker import Batch
 from sluice.serde import RegistryFormat, deserializer, key_serializer, serializer
 
@@ -451,6 +453,8 @@ class Executor:
         self._app = app
         self._state_dir = state_dir
         self.aggregates: list[AggregateNode] = []
+        #: the tables of the graph's joins
+        self.tables = Tables(state_dir)
         self.async_bridge = AsyncBridge()
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
@@ -489,6 +493,8 @@ class Executor:
         fn = getattr(step, "fn", None)
         if fn is not None and is_async(fn):
             step = replace(step, fn=self.async_bridge.wrap(fn))
+        if isinstance(step, Join):
+            step = self.tables.bind(step, source.topics)
         node = _Node(step, "sink" if isinstance(step, Sink) else "process")
         if isinstance(step, Sink):
             node.write_batch = getattr(step.fn, "write_batch", None)

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from sluice.dataflow import Source
 from sluice.dataflow.steps import Aggregate
+from sluice.dataflow.tables import Join
 from sluice.errors import SluiceError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
@@ -214,6 +215,7 @@ class Runner:
             retried=router.retried if router is not None else 0,
             recovered=router.recovered if router is not None else 0,
             produced_again=self._collector.environmental if self._collector is not None else 0,
+            join_misses=executor.tables.misses if executor is not None else {},
         )
 
     def stop(self) -> None:
@@ -232,7 +234,7 @@ class Runner:
     def _run(self) -> bool:
         topics = self.topology.prepare()
         self._only_topic = topics[0] if len(topics) == 1 else None
-        if self.options.exactly_once or any(steps_below(s.root, Aggregate) for s in self.sources):
+        if self.options.exactly_once or any(steps_below(s.root, Aggregate | Join) for s in self.sources):
             self._slot = claim_slot(self.state_dir)
         try:
             return self._run_claimed(topics)
@@ -279,6 +281,9 @@ class Runner:
             self.dispatcher = ParallelDispatcher(
                 executor, self.options.concurrency, self.options.ordering, self.failed_batches
             )
+        if executor.tables:
+            config = {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger}
+            executor.tables.start(self._admin, config, self.options.revoke_timeout)
         self.consumer.subscribe(
             topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
         )
@@ -292,7 +297,10 @@ class Runner:
         finally:
             gc.set_threshold(*thresholds)
             gc.unfreeze()
-            clean = self._shutdown()
+            try:
+                clean = self._shutdown()
+            finally:
+                executor.tables.close()
         if self.fatal is not None:
             raise self.fatal
         return clean
@@ -680,9 +688,12 @@ class Runner:
     # ------------------------------------------------------------------ state stores
     def open_stores(self, partitions: list[TopicPartition]) -> None:
         """Open (and restore from the changelog) the stores of newly assigned partitions."""
-        if self.executor is None or not self.executor.aggregates:
+        if self.executor is None:
             return
         config = {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger}
+        if self.executor.tables:
+            assigned = [(tp.topic, tp.partition) for tp in partitions]
+            self.executor.tables.assign(assigned, self._admin, config, self.options.revoke_timeout)
         for node in self.executor.aggregates:
             mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
             if mine:
@@ -692,6 +703,7 @@ class Runner:
         """Close stores (all with None); ``clean``: their changelog writes are acknowledged: checkpoint them."""
         if self.executor is None:
             return
+        self.executor.tables.release(partitions, clean)
         for node in self.executor.aggregates:
             owned = [
                 p

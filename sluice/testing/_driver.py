@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sluice._durations import parse_duration
 from sluice.dataflow import Source, To
 from sluice.dataflow.steps import Aggregate, Step
+from sluice.dataflow.tables import Join, Table
 from sluice.errors import ConfigError, SluiceError
 from sluice.runtime.clock import Clock
 from sluice.runtime.runner import Runner, RunStats
@@ -146,6 +147,8 @@ class TestDriver:
             if not source.internal:
                 for topic in source.topics:
                     self.broker.create_topic(topic, self._partitions_of(topic))
+        for table in self._tables():
+            self.broker.create_topic(table.topic, self._partitions_of(table.topic))
         self._tmp = tempfile.TemporaryDirectory(prefix=f"sluice-driver-{app.name}-")
         options = replace(app.options, commit_interval=0.0, poll_timeout=0.0)
         self._runner = Runner(
@@ -423,10 +426,21 @@ class TestDriver:
             return self._partitions
         return self._partitions.get(topic, 1)
 
-    def _source_of(self, topic: str) -> Source:
+    def _tables(self) -> list[Table]:
+        """The tables the app's joins read (their topics are inputs, like the sources')."""
+        tables: dict[str, Table] = {}
+        for source in self.app.sources:
+            for step in steps_below(source.root, Join):
+                tables.setdefault(step.table.topic, step.table)
+        return list(tables.values())
+
+    def _source_of(self, topic: str) -> Source | Table:
         for source in self.app.sources:
             if topic in source.topics and not source.internal:
                 return source
+        for table in self._tables():
+            if table.topic == topic:
+                return table
         consumed = sorted({t for s in self.app.sources if not s.internal for t in s.topics})
         msg = f"TestDriver.send: app {self.app.name!r} does not consume {topic!r}; it consumes {', '.join(consumed)}"
         raise SluiceError(msg)
