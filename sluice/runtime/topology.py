@@ -176,6 +176,10 @@ class Topology:
                 timeout = min(timeout, step.max_wait)
         return max_records, timeout
 
+    def fills_batches(self) -> bool:
+        """Whether a consume should wait to fill its batch (map_batch: a micro-batch is up to ``max_wait``)."""
+        return any(steps_below(source.root, MapBatch) for source in self.sources)
+
 
 def steps_below(stream: Stream, kind: type[_S]) -> list[_S]:
     """The steps of type ``kind`` in the graph below ``stream``, depth first."""
