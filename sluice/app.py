@@ -88,6 +88,10 @@ class App:
             both. A ``bootstrap.servers`` here serves when ``brokers`` is not given. Secrets
             never appear in logs, ``repr`` or errors.
         consumer_config: librdkafka consumer properties, passed through (after ``kafka_config``).
+            ``group.instance.id`` (static membership: a restart within ``session.timeout.ms``
+            keeps the partitions, no rebalance) gets ``-w<index>`` appended per
+            ``sluice run --workers`` worker; a stopped static member's partitions wait
+            ``session.timeout.ms`` before they move.
         producer_config: librdkafka producer properties, passed through (after ``kafka_config``).
         enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
         state_dir: where windows and aggregations keep their local state (default

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
@@ -39,6 +40,7 @@ from sluice.runtime.failures import FailureRouter
 from sluice.runtime.pacing import Pacer
 from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.partitions import PartitionState
+from sluice.runtime.polling import take
 from sluice.runtime.refusals import Refusals
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.topology import Topology, steps_below
@@ -324,9 +326,11 @@ class Runner:
         progress = _Progress(self, opts.progress_interval)
         committer = self.committer
         assert committer is not None
+        # map_batch wants its micro-batches filled for up to max_wait; other graphs run what arrived
+        consume = consumer.consume if self.topology.fills_batches() else partial(take, consumer)
         while not self._stop.is_set():
             revocations = self._revocations
-            msgs = consumer.consume(max_records, 0 if self.parts.paused else poll_timeout)
+            msgs = consume(max_records, 0 if self.parts.paused else poll_timeout)
             self._polled = time.monotonic()
             if self._stash:  # records a keep-alive poll returned while a batch waited
                 msgs, self._stash = self._stash + msgs, []

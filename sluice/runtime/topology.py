@@ -216,6 +216,10 @@ class Topology:
                 timeout = min(timeout, step.max_wait)
         return max_records, timeout
 
+    def fills_batches(self) -> bool:
+        """Whether a consume should wait to fill its batch (map_batch: a micro-batch is up to ``max_wait``)."""
+        return any(steps_below(source.root, MapBatch) for source in self.sources)
+
 
 def _joined_table(source: Source) -> str | None:
     """The partitioned table the first step of an internal source joins, if it is a join."""
