@@ -95,6 +95,10 @@ test: setup jars registry
 	if [ $$bench -ne 0 ]; then echo "bench-smoke failed (exit $$bench)"; fi; \
 	[ $$rc -eq 0 ] && [ $$bench -eq 0 ]
 
+# the broker-free tests (sluice.testing.TestDriver on an in-memory Kafka): seconds, no broker
+test-fast: setup
+	$(PY) -m pytest -q -m memory tests/testing
+
 lint:
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

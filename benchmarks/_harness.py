@@ -120,6 +120,7 @@ def run_contender(
     brokers: str = BROKERS,
     cwd: Path = ROOT,
     verify: Callable[[str, int, set[int], str], Verdict] = verify_output,
+    extra_args: list[str] | None = None,
 ) -> Result:
     """Start the contender, wait until its output topic holds every expected record, then verify it.
 
@@ -130,7 +131,8 @@ def run_contender(
 
     Peak RSS is the child's ``VmHWM``: reported by the child as it exits, and sampled
     by the parent while it runs (the larger is kept). ``verify`` checks the output topic
-    (default: JSON records ``{"id", "page", "user"}``).
+    (default: JSON records ``{"id", "page", "user"}``). ``extra_args`` are added to the
+    contender's command line (e.g. ``["--pipeline", "heavy"]``).
     """
     group = unique_name(f"bench-{contender.name}")
     cmd = [
@@ -150,6 +152,7 @@ def run_contender(
     ]
     if profile:
         cmd += ["--profile", profile]
+    cmd += extra_args or []
     expected = len(expected_ids)
     watch = OffsetWatch(output_topic, partitions, brokers)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -204,7 +207,7 @@ def run_contender(
         ok=ok,
         verdict=text,
         seconds=seconds,
-        msg_per_s=records / seconds if seconds else None,
+        msg_per_s=(records - child.get("records_before_clock", 0)) / seconds if seconds else None,
         wall_seconds=(reached or time.monotonic()) - started,
         peak_rss_mb=rss,
         cpu_seconds=cpu,

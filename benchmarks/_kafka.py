@@ -6,7 +6,7 @@ import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import orjson
@@ -118,8 +118,10 @@ def input_producer(brokers: str = BROKERS, **config: object) -> Producer:
     )
 
 
-def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
-    """Write ``records`` events keyed by user, acks=all; return the seconds it took."""
+def produce_events(
+    topic: str, records: int, brokers: str = BROKERS, make: Callable[[int], dict] = make_event
+) -> float:
+    """Write ``records`` events (``make(i)``, default ``make_event``) keyed by user, acks=all; return the seconds."""
     producer = input_producer(brokers)
     errors: list[str] = []
 
@@ -130,7 +132,7 @@ def produce_events(topic: str, records: int, brokers: str = BROKERS) -> float:
     dumps, produce, poll = orjson.dumps, producer.produce, producer.poll
     t0 = time.monotonic()
     for i in range(records):
-        event = make_event(i)
+        event = make(i)
         while True:
             try:
                 produce(topic, dumps(event), event["user"].encode(), on_delivery=on_delivery)

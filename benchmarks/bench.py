@@ -52,7 +52,9 @@ def _default_version(contender: str, facts: dict) -> str:
     return {
         "sluice": f"sluice {facts['sluice']}",
         "sluice-w2": f"sluice {facts['sluice']}",
+        "sluice-eos": f"sluice {facts['sluice']}",
         "hand": client,
+        "floor": client,
         "ceiling": client,
         "kafka-python": f"kafka-python {facts['kafka_python']}",
     }.get(contender, "")
@@ -71,6 +73,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--parallel", type=int, default=None, help="contenders at once (default: 1; smoke: 10, all of them)"
     )
     p.add_argument("--scale", type=float, default=1.0, help="multiply the full input sizes (a reduced run)")
+    p.add_argument(
+        "--latency-rate", type=int, default=None, help="records/s of the latency scenario (default 10,000)"
+    )
     p.add_argument("--no-save", action="store_true")
     p.add_argument(
         "--profile", action="store_true", help="profile sluice (pyinstrument) where it is not first"
@@ -86,6 +91,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sizes_for(args: argparse.Namespace) -> Sizes:
+    sizes = _scaled(args)
+    return replace(sizes, latency_rate=args.latency_rate) if args.latency_rate else sizes
+
+
+def _scaled(args: argparse.Namespace) -> Sizes:
     if args.smoke:
         return SMOKE
     if args.scale == 1.0:

@@ -111,7 +111,9 @@ def latency(topic: str, out: str, rate: int, seconds: float) -> dict:
     thread.start()
     expected = int(rate * seconds)
     while len(latencies) < expected and time.time() < stop_at:
-        for m in consumer.consume(1000, 0.2):
+        # consume(n, timeout) returns at n records or the timeout: wake on the first instead
+        first = consumer.poll(0.2)
+        for m in [first, *consumer.consume(1000, 0)] if first is not None else []:
             if m.error() is None:
                 latencies.append(time.time() * 1000 - m.timestamp()[1])
     thread.join()

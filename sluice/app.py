@@ -23,7 +23,7 @@ from typing import Any, Literal
 from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
-from sluice.dataflow import Source, Stream
+from sluice.dataflow import Source, Stream, Table
 from sluice.dataflow.steps import EventTime
 from sluice.errors import ConfigError
 from sluice.errors.policy import DEFAULT_POLICY, ErrorPolicy, coerce_policy
@@ -67,7 +67,9 @@ class App:
             ``sink(fn, idempotent=True)``).
         max_in_flight: records consumed but not finished (processing or awaiting
             acknowledgement) before partitions are paused (default 20,000): memory stays
-            bounded whatever the backlog.
+            bounded whatever the backlog. A ``map_batch`` whose ``max_rows`` is above
+            ``max_poll_records`` raises it to four of its frames at least: a pause drops
+            what the client had prefetched.
         concurrency: records processed at once per process (default 1: batch-at-a-time
             on the poll thread, the fastest for CPU-bound steps). Above 1, each record runs
             on one of ``concurrency`` worker threads (``async def`` steps on an event loop),
@@ -86,6 +88,10 @@ class App:
             both. A ``bootstrap.servers`` here serves when ``brokers`` is not given. Secrets
             never appear in logs, ``repr`` or errors.
         consumer_config: librdkafka consumer properties, passed through (after ``kafka_config``).
+            ``group.instance.id`` (static membership: a restart within ``session.timeout.ms``
+            keeps the partitions, no rebalance) gets ``-w<index>`` appended per
+            ``sluice run --workers`` worker; a stopped static member's partitions wait
+            ``session.timeout.ms`` before they move.
         producer_config: librdkafka producer properties, passed through (after ``kafka_config``).
         enable_auto_commit: accepted only as ``False``: auto-commit commits work not done.
         state_dir: where windows and aggregations keep their local state (default
@@ -300,6 +306,63 @@ class App:
         if timestamp is None:
             return source.root
         return source.root._add(lambda label: EventTime(label, timestamp), "timestamp", timestamp, None)
+
+    def table(
+        self,
+        topic: str,
+        *,
+        value: Format | Callable[[bytes], Any] | None = None,
+        key: Format | Callable[[bytes], Any] | None = None,
+    ) -> Table:
+        """The latest value per key of ``topic`` (best a compacted one): a table to ``join`` streams with.
+
+        A record with a null value deletes its key. The table is partitioned like its
+        topic: each process holds the partitions matching the stream partitions it is
+        assigned (a stream joins it co-partitioned: same partition count, checked at
+        start), in the same local RocksDB stores as aggregations. The topic is the
+        table's changelog: nothing is written back, a restart reads it again from
+        where the local store stopped.
+
+        Args:
+            topic: the table's topic (it must exist).
+            value: how values are deserialized (default: the app's, ``"json"``).
+            key: how keys are deserialized (lookups compare the key bytes).
+
+        Example:
+            >>> app = App("doc")
+            >>> users = app.table("users", value="json")
+            >>> _ = app.stream("orders").join(users, lambda o, u: {**o, "user": u}).to("enriched")
+        """
+        return self._table(topic, value, key, is_global=False)
+
+    def global_table(
+        self,
+        topic: str,
+        *,
+        value: Format | Callable[[bytes], Any] | None = None,
+        key: Format | Callable[[bytes], Any] | None = None,
+    ) -> Table:
+        """A table every process holds whole (every partition): streams join it on any field.
+
+        At start each process reads the topic to its end before its joins run, then
+        follows it. ``stream.join(table, fn, on=lambda v: v["country"])`` looks rows up
+        by any value (str/bytes as is, anything else as JSON); no co-partitioning needed.
+
+        Example:
+            >>> app = App("doc")
+            >>> countries = app.global_table("countries", value="json")
+            >>> _ = app.stream("orders").join(countries, lambda o, c: {**o, "country": c}, on=lambda o: o["cc"])
+        """
+        return self._table(topic, value, key, is_global=True)
+
+    def _table(self, topic: str, value: Any, key: Any, *, is_global: bool) -> Table:
+        check_topic_name(topic, "table topic")
+        value = value if value is not None else self._value_default
+        key = key if key is not None else "bytes"
+        value = bind_format(value, topic, "value", self.schema_registry, None, writing=False)
+        _check_format(value, "value")
+        _check_format(key, "key")
+        return Table(topic, value, key, is_global)
 
     def on_error(
         self,

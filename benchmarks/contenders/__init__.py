@@ -21,6 +21,7 @@ __all__ = [
     "CLIENT_CONSUMER",
     "CLIENT_PRODUCER",
     "HANDLER_S",
+    "PIPELINES",
     "SCENARIOS",
     "WINDOW_MS",
     "parse_args",
@@ -32,6 +33,8 @@ __all__ = [
 #: what a contender program can be asked to run ("latency" and "memory" are the
 #: stateless pipeline, run until SIGTERM; only the ceiling treats them differently)
 SCENARIOS = ("stateless", "windowed", "io", "latency", "memory")
+#: the stateless pipelines: filter + map (light), or the cleaning of ``benchmarks._heavy`` (heavy)
+PIPELINES = ("light", "heavy")
 #: the tumbling window of scenario "windowed"
 WINDOW_MS = 60_000
 #: the handler's sleep in scenario "io"
@@ -73,6 +76,12 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         help="stateless: filter+map+to; windowed: tumbling 1m count per key; io: a 20 ms handler",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="records at once (scenario io)")
+    parser.add_argument(
+        "--pipeline",
+        choices=PIPELINES,
+        default="light",
+        help="stateless only: light = filter + map of JSON events; heavy = benchmarks._heavy (real per-record work)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,11 +102,19 @@ def peak_rss_mb() -> float | None:
 
 
 def report(**fields: Any) -> None:
+    """One JSON line for the harness; the final one (with ``finished``) carries the CPU time so far."""
+    if "finished" in fields:
+        fields["cpu_at_finish"] = time.process_time()
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
 
 
-def report_first() -> float:
+def report_first(before: int = 0) -> float:
+    """Report the first consumed record: the clock's start, and the CPU time spent before it (start, join).
+
+    ``before``: records already processed when the clock starts (a contender that can see
+    its first records only once a batch went through); the rate leaves them out.
+    """
     now = time.monotonic()
-    report(first_consumed=now)
+    report(first_consumed=now, cpu_at_first=time.process_time(), records_before_clock=before)
     return now

@@ -8,7 +8,8 @@ every offset of every partition from 0 on, exactly once (``offset_gaps``).
 
 ``--scenario latency``: also the latency floor, produce to consume: per record keyed
 ``user-*`` (the paced records, not the warm-up pings), now minus its CreateTime; the
-p50/p99 are reported when SIGTERM stops it.
+p50/p99 are reported when SIGTERM stops it. There it waits for a first record only
+(``poll``), not for a full batch, as the latency probe does.
 """
 
 from __future__ import annotations
@@ -47,7 +48,13 @@ def main() -> None:
     last = 0.0
     next_offset: dict[int, int] = {}
     while consumed < args.records and not stop:
-        msgs = consumer.consume(num_messages=10_000, timeout=0.1)
+        if timed:  # consume(n, timeout) waits for n records or the timeout: here, for the first only
+            msgs = consumer.consume(num_messages=10_000, timeout=0)
+            if not msgs:
+                first_msg = consumer.poll(0.1)
+                msgs = [first_msg, *consumer.consume(num_messages=9_999, timeout=0)] if first_msg else []
+        else:
+            msgs = consumer.consume(num_messages=10_000, timeout=0.1)
         if not msgs:
             continue
         if first is None:

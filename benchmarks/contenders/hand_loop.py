@@ -4,6 +4,7 @@ Batch consume (``consume(num_messages=1000)``), orjson, ``produce`` per record a
 ``poll(0)`` per batch, delivery callbacks checked, and at-least-once commits: every
 second the offsets consumed so far become a generation; a generation's offsets are
 committed (asynchronously) once every output produced up to it is acknowledged.
+``--pipeline heavy``: ``clean`` then ``keep`` of ``benchmarks._heavy`` per record.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections import deque
 import orjson
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from benchmarks._heavy import clean, keep
 from benchmarks.contenders import (
     CLIENT_CONSUMER,
     CLIENT_PRODUCER,
@@ -42,11 +44,27 @@ class Generation:
         self.pending -= 1
 
 
+def heavy_batch(msgs, out: str, produce, on_delivery, offsets: dict[int, int]) -> int:
+    """``--pipeline heavy``: ``clean`` then ``keep`` (``benchmarks._heavy``) per record; returns the outputs."""
+    loads, dumps = orjson.loads, orjson.dumps
+    produced = 0
+    for m in msgs:
+        if m.error() is not None:
+            raise KafkaException(m.error())
+        row = clean(loads(m.value()))
+        if keep(row):
+            produce(out, dumps(row), m.key(), on_delivery=on_delivery)
+            produced += 1
+        offsets[m.partition()] = m.offset() + 1
+    return produced
+
+
 def main() -> None:
     args = parse_args(__doc__)
     topic, out = args.input, args.output
     consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": args.group, **CLIENT_CONSUMER})
     producer = Producer({"bootstrap.servers": args.brokers, **CLIENT_PRODUCER})
+    heavy = args.pipeline == "heavy"
     consumer.subscribe([topic])
     loads, dumps, produce, poll = orjson.loads, orjson.dumps, producer.produce, producer.poll
     closed: deque[Generation] = deque()
@@ -77,19 +95,22 @@ def main() -> None:
                 first = report_first()
             on_delivery, offsets = gen.on_delivery, gen.offsets
             produced = 0
-            for m in msgs:
-                if m.error() is not None:
-                    raise KafkaException(m.error())
-                event = loads(m.value())
-                if event["type"] == "click":
-                    produce(
-                        out,
-                        dumps({"id": event["id"], "page": event["page"], "user": event["user"]}),
-                        m.key(),
-                        on_delivery=on_delivery,
-                    )
-                    produced += 1
-                offsets[m.partition()] = m.offset() + 1
+            if heavy:
+                produced = heavy_batch(msgs, out, produce, on_delivery, offsets)
+            else:
+                for m in msgs:
+                    if m.error() is not None:
+                        raise KafkaException(m.error())
+                    event = loads(m.value())
+                    if event["type"] == "click":
+                        produce(
+                            out,
+                            dumps({"id": event["id"], "page": event["page"], "user": event["user"]}),
+                            m.key(),
+                            on_delivery=on_delivery,
+                        )
+                        produced += 1
+                    offsets[m.partition()] = m.offset() + 1
             gen.pending += produced
             consumed += len(msgs)
         poll(0)

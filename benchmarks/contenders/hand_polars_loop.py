@@ -17,6 +17,7 @@ from collections import deque
 import polars as pl
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from benchmarks._heavy import clean_frame
 from benchmarks.contenders import (
     CLIENT_CONSUMER,
     CLIENT_PRODUCER,
@@ -39,6 +40,7 @@ def main() -> None:
     topic, out = args.input, args.output
     consumer = Consumer({"bootstrap.servers": args.brokers, "group.id": args.group, **CLIENT_CONSUMER})
     producer = Producer({"bootstrap.servers": args.brokers, **CLIENT_PRODUCER})
+    transform = clean_frame if args.pipeline == "heavy" else clicks
     consumer.subscribe([topic])
     produce, poll = producer.produce, producer.poll
     closed: deque[Generation] = deque()
@@ -71,7 +73,7 @@ def main() -> None:
                 if m.error() is not None:
                     raise KafkaException(m.error())
             df = pl.read_ndjson(io.BytesIO(b"\n".join([m.value() for m in msgs])))
-            df = clicks(df.with_columns(pl.Series(ROW, range(len(msgs)))))
+            df = transform(df.with_columns(pl.Series(ROW, range(len(msgs)))))
             rows = df[ROW].to_list()
             lines = df.drop(ROW).write_ndjson().split("\n")
             on_delivery = gen.on_delivery

@@ -34,6 +34,7 @@ class Contender:
     this contender does not run it. ``self_exit``: it stops by itself after
     ``--records`` (else the harness sends SIGTERM once the output is complete).
     ``venv``: the peer's own virtualenv, built by ``make bench-peers``.
+    ``workers``: how many ``first_consumed`` lines mean the whole group is consuming.
     """
 
     name: str
@@ -43,6 +44,8 @@ class Contender:
     self_exit: bool = False
     venv: str | None = None
     required: bool = False
+    #: processes that consume (``--workers N``): the latency run starts once each one has
+    workers: int = 1
 
     def python(self) -> Path | None:
         return BENCH / f".venv-{self.venv}" / "bin" / "python" if self.venv else None
@@ -106,6 +109,8 @@ class Contender:
         }
 
 
+_EOS_ONLY = "the exactly-once cost is measured on the stateless pipeline (benchmarks.exactly_once)"
+_FLOOR_ONLY = "a latency reference: it commits nothing, so its throughput is not comparable"
 _NO_CONCURRENCY = "processes one record at a time per partition: no concurrent I/O to measure"
 
 CONTENDERS: dict[str, Contender] = {
@@ -122,7 +127,18 @@ CONTENDERS: dict[str, Contender] = {
             self_exit=True,
             required=True,
         ),
-        Contender("sluice-w2", "sluice --workers 2", {"*": "sluice"}),
+        Contender("sluice-w2", "sluice --workers 2", {"*": "sluice"}, workers=2),
+        Contender(
+            "sluice-eos",
+            "sluice exactly-once (one process)",
+            {"stateless": "benchmarks.contenders.sluice_eos"},
+            unsupported={
+                "windowed": _EOS_ONLY,
+                "io": _EOS_ONLY,
+                "memory": _EOS_ONLY,
+            },
+            self_exit=True,
+        ),
         Contender(
             "hand",
             "hand-written confluent-kafka loop",
@@ -133,6 +149,13 @@ CONTENDERS: dict[str, Contender] = {
             },
             self_exit=True,
             required=True,
+        ),
+        Contender(
+            "floor",
+            "latency floor: consume(500, 10 ms) -> produce, no commit",
+            {"stateless": "benchmarks.contenders.latency_floor"},
+            unsupported={s: _FLOOR_ONLY for s in ("stateless", "windowed", "io", "memory")},
+            self_exit=True,
         ),
         Contender(
             "ceiling",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -128,7 +129,7 @@ class LatencyProbe:
 
     Send time = ``time.time()`` at ``produce()`` (the record's CreateTime is taken there
     too); arrival = ``time.time()`` when this process's consumer of the output topic
-    gets the output. Both clocks are this process's. Ids of the paced records start at
+    (``read_committed``, ``fetch.wait.max.ms`` 5, woken by the first record) gets the output. Both clocks are this process's. Ids of the paced records start at
     0; warm-up pings (clicks, sent until the contender's first output shows) use ids
     from ``PING_BASE`` and are not timed.
     """
@@ -158,15 +159,23 @@ class LatencyProbe:
                 "group.id": unique_name("bench-latency"),
                 "enable.auto.commit": False,
                 "fetch.wait.max.ms": 5,
+                # exactly-once outputs count when committed; other outputs are unaffected
+                "isolation.level": "read_committed",
             }
         )
         consumer.assign([TopicPartition(self.output, p, 0) for p in range(self.partitions)])
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(1000, timeout=0.05):
+                # consume(n, timeout) returns only when n records came or the timeout expired:
+                # the arrival would be stamped up to the whole timeout late. poll() returns
+                # on the first record; consume(n, 0) then takes what else is already here.
+                first = consumer.poll(0.05)
+                if first is None:
+                    continue
+                now = time.time()
+                for msg in [first, *consumer.consume(1000, 0)]:
                     if msg.error() is not None:
                         continue
-                    now = time.time()
                     try:
                         ident = orjson.loads(msg.value())["id"]
                     except (orjson.JSONDecodeError, KeyError, TypeError):
@@ -178,11 +187,11 @@ class LatencyProbe:
         finally:
             consumer.close()
 
-    def warm_up(self, ready: threading.Event | None, timeout: float) -> bool:
-        """Send a ping every 200 ms until an output arrives (or ``ready`` is set); False on timeout."""
+    def warm_up(self, ready: Callable[[], bool], timeout: float) -> bool:
+        """Send a ping every 200 ms until ``ready()`` (it sees ``arrived``); False on timeout."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.arrived or (ready is not None and ready.is_set()):
+            if ready():
                 return True
             ident = self.PING_BASE + 10 * self.pings  # i % 10 == 0: a click
             self.pings += 1

@@ -33,10 +33,14 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     return {r.contender: round(v / base, 3) for r in rows if (v := value(r)) is not None}
 
 
+#: contenders that are measures of the machine, not systems a user would pick
+REFERENCES = ("ceiling", "floor")
+
+
 def sluice_rank(rows: list[Row]) -> int | None:
-    """sluice's place among the valid contenders, the ceiling left out (1 = first)."""
+    """sluice's place among the valid contenders, the references (ceiling, floor) left out (1 = first)."""
     higher = METRICS[rows[0].scenario][2] if rows else True
-    scored = [(value(r), r.contender) for r in rows if r.contender != "ceiling" and value(r) is not None]
+    scored = [(value(r), r.contender) for r in rows if r.contender not in REFERENCES and value(r) is not None]
     scored.sort(key=lambda x: -x[0] if higher else x[0])
     names = [n for _, n in scored]
     return names.index("sluice") + 1 if "sluice" in names else None

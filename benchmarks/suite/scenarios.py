@@ -26,6 +26,8 @@ from benchmarks.suite.runner import Row, Target, cleanup_group_topics, measure, 
 __all__ = ["FULL", "SMOKE", "Sizes", "run_scenario"]
 
 PARTITIONS = 4
+#: after the last worker of a group consumed, before the paced input starts
+_SETTLE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -216,14 +218,22 @@ def _latency_one(c: Contender, sizes: Sizes, cwd: Path, brokers: str = BROKERS) 
     try:
 
         def ready() -> bool:
+            """Warm: the first output arrived and every worker consumed (its partitions assigned)."""
             run.sample()
-            return c.name == "ceiling" and any("first_consumed" in x for x in run.child_lines())
+            if run.exited():
+                return True
+            if c.name == "ceiling":
+                return any("first_consumed" in x for x in run.child_lines())
+            if not probe.arrived:
+                return False
+            return c.workers == 1 or sum("first_consumed" in x for x in run.child_lines()) >= c.workers
 
-        class _Ready:
-            def is_set(self) -> bool:
-                return ready() or run.exited()
-
-        warm = probe.warm_up(_Ready(), timeout=120)  # type: ignore[arg-type]
+        warm_from = time.monotonic()
+        warm = probe.warm_up(ready, timeout=120)
+        warm_seconds = time.monotonic() - warm_from
+        if warm and c.workers > 1:
+            # the last member's assignment ended the rebalance; its first fetches follow
+            time.sleep(_SETTLE_S)
         sent = probe.run(sizes.latency_rate, sizes.latency_seconds) if warm and not run.exited() else 0
         clicks = {i for i in range(sent) if event_type(i) == "click"} | probe.ping_ids()
         deadline = time.monotonic() + 60
@@ -257,6 +267,7 @@ def _latency_one(c: Contender, sizes: Sizes, cwd: Path, brokers: str = BROKERS) 
             latency = percentiles(timed)
         row = row_from("latency", c, fin, check)
         row.records = sent
+        row.extra["warm_up_seconds"] = round(warm_seconds, 1)
         row.latency_ms = {k: round(v, 1) for k, v in latency.items()} if latency else None
         if row.ok and not latency:
             row.ok, row.verdict = False, row.verdict + "; no latency measured"

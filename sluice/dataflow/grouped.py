@@ -190,7 +190,7 @@ class Aggregated:
         stream = self.stream
         source = stream.source
         store = self.name or f"{self.aggregation.name}-{stream._counter[0] + 1}"
-        key_by = _last_key_by(stream)
+        key_by = last_key_by(stream)
         policy = self.policy
 
         def make(repartitioned: bool) -> Callable[[str], Aggregate]:
@@ -223,11 +223,19 @@ class _Label:
         self.__name__ = name
 
 
-def _last_key_by(stream: Stream) -> KeyBy | None:
+def last_key_by(stream: Stream) -> KeyBy | None:
+    """The last ``key_by`` on the path to ``stream`` (since its source), or None."""
     for step in reversed(stream.path()):
         if isinstance(step, KeyBy):
             return step
     return None
+
+
+def check_store_name(name: str | None, what: str) -> None:
+    """Refuse a store name that cannot name topics (``<app>-<name>-changelog``)."""
+    if name is not None and not _STORE_NAME.match(name):
+        msg = f"{what} {name!r}: use letters, digits, '.', '_' and '-' (it names the state store and its topics)"
+        raise ConfigError(msg)
 
 
 def check_late_topic(late: str | None) -> None:

@@ -293,7 +293,8 @@ class MapBatch(Step):
     def apply(self, records: list[Record]) -> list[Record]:
         kind = self.kind()
         if self.raw_in:
-            df = kind.from_ndjson([r[0] for r in records])  # raises NotColumnar: the runtime decodes instead
+            # raises NotColumnar: the runtime decodes instead
+            df = kind.from_ndjson([r[0] for r in records], len(records))
         else:
             df = kind.from_values([r[0] for r in records])
         return self.finish(kind, df, records)

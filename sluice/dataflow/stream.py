@@ -22,8 +22,18 @@ from sluice._checks import positive_int
 from sluice._durations import parse_duration
 from sluice._names import check_topic_name
 from sluice.dataflow.frames import FrameKind
-from sluice.dataflow.grouped import Aggregated, Aggregations, WindowedStream, check_late_topic
+from sluice.dataflow.grouped import (
+    Aggregated,
+    Aggregations,
+    WindowedStream,
+    check_late_topic,
+    check_store_name,
+    last_key_by,
+)
+from sluice.dataflow.keyed import STATE_AGGREGATION, KeyedState, StateKind
+from sluice.dataflow.meta import MetaFilter, MetaFlatMap, MetaMap, MetaSink, WithHeaders, WithTimestamp
 from sluice.dataflow.steps import Aggregate, Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
+from sluice.dataflow.tables import Join, Table
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
@@ -131,44 +141,244 @@ class Stream(Aggregations):
 
     # ------------------------------------------------------------------ operators
     def filter(
-        self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        meta: bool = False,
+        state: bool = False,
+        state_ttl: str | timedelta | None = None,
+        name: str | None = None,
+        on_error: OnError = None,
     ) -> Stream:
         """Keep the records for which ``fn(value)`` is true.
+
+        ``meta=True`` calls ``fn(value, meta)`` with the record's ``Meta`` (key, timestamp,
+        headers, topic, partition, offset); ``state=True`` calls ``fn(value, state)`` with
+        the ``KeyState`` of the record's key, both ``fn(value, meta, state)``: see ``map``.
 
         Example:
             >>> from sluice.testing import run_steps
             >>> run_steps(lambda s: s.filter(lambda v: v % 2 == 0), [1, 2, 3, 4])
             [2, 4]
+            >>> def first_time(v, state):  # dedup: keep the first record of each key
+            ...     seen = "seen" in state
+            ...     state["seen"] = True
+            ...     return not seen
+            >>> run_steps(lambda s: s.key_by(lambda v: v, repartition=False).filter(first_time, state=True), [1, 2, 1, 3, 2])
+            [1, 2, 3]
         """
-        self._check_fn(fn, "filter")
-        policy = coerce_policy(on_error, "filter")
-        return self._add(lambda label: Filter(label, fn, on_error=policy), "filter", fn, name)
+        return self._simple("filter", fn, meta, state, state_ttl, name, on_error)
 
-    def map(self, fn: Callable[[Any], Any], *, name: str | None = None, on_error: OnError = None) -> Stream:
+    def map(
+        self,
+        fn: Callable[..., Any],
+        *,
+        meta: bool = False,
+        state: bool = False,
+        state_ttl: str | timedelta | None = None,
+        name: str | None = None,
+        on_error: OnError = None,
+    ) -> Stream:
         """Replace each value by ``fn(value)``; the key, timestamp and headers are kept.
+
+        ``meta=True``: ``fn(value, meta)``, where ``meta`` (a ``sluice.dataflow.meta.Meta``)
+        has the record's ``key``, ``timestamp`` (ms), ``headers`` (``(name, bytes)`` pairs),
+        ``topic``, ``partition`` and ``offset``.
+
+        ``state=True``: ``fn(value, state)``, where ``state`` (a ``KeyState``) is a dict of
+        JSON values kept per record key: the key ``key_by`` set (the records go through a
+        repartition topic first, as for an aggregation) or the record's own key. It is
+        durable as an aggregation's state: a RocksDB store per partition and the compacted
+        changelog topic ``<app>-<name>-changelog``, restored when a partition moves, written
+        before the offsets are committed (in the transaction under exactly-once). A call
+        that raises changes nothing: the record goes to the failure policy and the state
+        is as it was. ``name=`` names the store (default ``map-state-<n>``: name it to keep
+        the state when the graph above changes). ``state_ttl`` (``"1h"``...) drops a key's
+        state once stream time (the partition's largest record timestamp) passes its last
+        change by that much. With both, ``fn(value, meta, state)``.
+
+        Args:
+            fn: ``fn(value)``, ``fn(value, meta)``, ``fn(value, state)`` or ``fn(value, meta, state)``.
+            meta: pass the record's ``Meta``.
+            state: pass the ``KeyState`` of the record's key (a keyed, durable step).
+            state_ttl: with ``state``: how long (stream time) a key's state outlives its
+                last change, e.g. ``"1h"`` (default: until the function empties it).
+            name: the step's name in errors and dead letters; with ``state``, the store's
+                (letters, digits, ``.``, ``_``, ``-``: it names topics).
+            on_error: this step's failure policy (default: the app's).
+
+        Raises:
+            ConfigError: ``state_ttl`` without ``state``, a bad duration or store name, or
+                ``state=True`` on a stream of several topics without ``key_by``.
 
         Example:
             >>> from sluice.testing import run_steps
             >>> run_steps(lambda s: s.map(lambda v: v * 10), [1, 2])
             [10, 20]
+            >>> run_steps(lambda s: s.map(lambda v, meta: f"{meta.topic}@{meta.offset}: {v}", meta=True), ["a", "b"])
+            ['memory@0: a', 'memory@1: b']
+            >>> def count(v, state):
+            ...     state["n"] = state.get("n", 0) + 1
+            ...     return {"user": v, "n": state["n"]}
+            >>> run_steps(lambda s: s.key_by(str, repartition=False).map(count, state=True), ["a", "b", "a"])
+            [{'user': 'a', 'n': 1}, {'user': 'b', 'n': 1}, {'user': 'a', 'n': 2}]
         """
-        self._check_fn(fn, "map")
-        policy = coerce_policy(on_error, "map")
-        return self._add(lambda label: Map(label, fn, on_error=policy), "map", fn, name)
+        return self._simple("map", fn, meta, state, state_ttl, name, on_error)
 
     def flat_map(
-        self, fn: Callable[[Any], Iterable[Any]], *, name: str | None = None, on_error: OnError = None
+        self,
+        fn: Callable[..., Iterable[Any]],
+        *,
+        meta: bool = False,
+        state: bool = False,
+        state_ttl: str | timedelta | None = None,
+        name: str | None = None,
+        on_error: OnError = None,
     ) -> Stream:
         """Replace each value by every item of ``fn(value)`` (an iterable: zero, one or many).
+
+        ``meta=True`` and ``state=True`` as for ``map``.
 
         Example:
             >>> from sluice.testing import run_steps
             >>> run_steps(lambda s: s.flat_map(lambda v: [v] * v), [1, 2])
             [1, 2, 2]
+            >>> def new_tags(post, state):  # each tag of a user once
+            ...     seen = state.setdefault("tags", [])
+            ...     fresh = [t for t in post["tags"] if t not in seen]
+            ...     seen.extend(fresh)
+            ...     return fresh
+            >>> posts = [{"u": "a", "tags": ["x", "y"]}, {"u": "a", "tags": ["y", "z"]}]
+            >>> run_steps(lambda s: s.key_by(lambda p: p["u"], repartition=False).flat_map(new_tags, state=True), posts)
+            ['x', 'y', 'z']
         """
-        self._check_fn(fn, "flat_map")
-        policy = coerce_policy(on_error, "flat_map")
-        return self._add(lambda label: FlatMap(label, fn, on_error=policy), "flat_map", fn, name)
+        return self._simple("flat_map", fn, meta, state, state_ttl, name, on_error)
+
+    def _simple(
+        self,
+        kind: StateKind,
+        fn: Any,
+        meta: bool,
+        state: bool,
+        state_ttl: str | timedelta | None,
+        name: str | None,
+        on_error: OnError,
+    ) -> Stream:
+        """A ``filter``, ``map`` or ``flat_map`` step: plain (fusable), with record metadata, or with state."""
+        self._check_fn(fn, kind)
+        policy = coerce_policy(on_error, kind)
+        if state:
+            return self._stateful(kind, fn, meta, state_ttl, name, policy)
+        if state_ttl is not None:
+            msg = f"{kind}(state_ttl={state_ttl!r}) needs state=True: only a step with state has a TTL"
+            raise ConfigError(msg)
+        plain = {"filter": Filter, "map": Map, "flat_map": FlatMap}
+        with_meta = {"filter": MetaFilter, "map": MetaMap, "flat_map": MetaFlatMap}
+        step = (with_meta if meta else plain)[kind]
+        return self._add(lambda label: step(label, fn, on_error=policy), kind, fn, name)
+
+    def _stateful(
+        self,
+        kind: StateKind,
+        fn: Any,
+        meta: bool,
+        state_ttl: str | timedelta | None,
+        name: str | None,
+        policy: ErrorPolicy | None,
+    ) -> Stream:
+        """A keyed step with a store: after a ``key_by``, through a repartition topic, as an aggregation."""
+        check_store_name(name, f"{kind}(state=True) name")
+        ttl = None
+        if state_ttl is not None:
+            seconds = parse_duration(state_ttl, f"{kind}(state_ttl=)")
+            if seconds <= 0:
+                msg = f"{kind}(state_ttl={state_ttl!r}): a TTL must be longer than 0 (None: no TTL)"
+                raise ConfigError(msg)
+            ttl = max(1, round(seconds * 1000))
+        store = name or f"{kind}-state-{self._counter[0] + 1}"
+
+        def make(repartitioned: bool) -> Callable[[str], Step]:
+            return lambda label: KeyedState(
+                label,
+                store,
+                STATE_AGGREGATION,
+                None,
+                "current",
+                None,
+                repartitioned,
+                fn=fn,
+                kind=kind,
+                meta=meta,
+                ttl=ttl,
+                on_error=policy,
+            )
+
+        key_by = last_key_by(self)
+        if key_by is not None and key_by.repartition:
+            internal = self.source.repartition(store)
+            self._to(internal.topics[0], "json", None, None, None, repartition=True)
+            return internal.root._add(make(True), kind, _Named(store), store)
+        if len(self.source.topics) > 1:
+            msg = (
+                f"{kind}(state=True) on a stream of several topics {self.source.topics}: their partitions may "
+                "be owned by different workers; key_by(...) before it (repartition) to keep one state per key"
+            )
+            raise ConfigError(msg)
+        return self._add(make(False), kind, _Named(store), store)
+
+    def with_timestamp(
+        self, fn: Callable[..., Any], *, meta: bool = False, name: str | None = None, on_error: OnError = None
+    ) -> Stream:
+        """Set each record's timestamp to ``fn(value)``: ms since the epoch, or an aware ``datetime``.
+
+        Like ``key_by`` for the key: the outputs below carry it to their topics, and windows
+        below use it as event time. ``meta=True``: ``fn(value, meta)``. A value that is no
+        timestamp (negative, a naive datetime, a str) fails the record (the failure policy).
+
+        Args:
+            fn: ``fn(value)`` (or ``fn(value, meta)``) returning ms since the epoch or a ``datetime``.
+            meta: pass the record's ``Meta`` too.
+            name: the step's name in errors and dead letters.
+            on_error: this step's failure policy (default: the app's).
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> stamped = lambda s: s.with_timestamp(lambda e: e["ts"]).map(lambda e, m: m.timestamp, meta=True)
+            >>> run_steps(stamped, [{"ts": 1_700_000_000_000}])
+            [1700000000000]
+        """
+        self._check_fn(fn, "with_timestamp")
+        policy = coerce_policy(on_error, "with_timestamp")
+        return self._add(
+            lambda label: WithTimestamp(label, fn, meta, on_error=policy), "with_timestamp", fn, name
+        )
+
+    def with_headers(
+        self, fn: Callable[..., Any], *, meta: bool = False, name: str | None = None, on_error: OnError = None
+    ) -> Stream:
+        """Set each record's headers to ``fn(value)``: a dict or ``(name, value)`` pairs of str, bytes or None.
+
+        They replace the record's headers (str values are written as UTF-8); to add to them,
+        ``meta=True`` and return ``[*meta.headers, ("name", "value")]``. Like ``key_by``
+        for the key: the outputs below carry them to their topics.
+
+        Args:
+            fn: ``fn(value)`` (or ``fn(value, meta)``) returning a dict or ``(name, value)`` pairs.
+            meta: pass the record's ``Meta`` too.
+            name: the step's name in errors and dead letters.
+            on_error: this step's failure policy (default: the app's).
+
+        Example:
+            >>> from sluice.testing import run_steps
+            >>> tagged = lambda s: s.with_headers(lambda e: {"kind": e["kind"]}).map(lambda e, m: m.headers, meta=True)
+            >>> run_steps(tagged, [{"kind": "click"}])
+            [[('kind', b'click')]]
+        """
+        self._check_fn(fn, "with_headers")
+        policy = coerce_policy(on_error, "with_headers")
+        return self._add(
+            lambda label: WithHeaders(label, fn, meta, on_error=policy), "with_headers", fn, name
+        )
 
     def key_by(
         self,
@@ -312,8 +522,9 @@ class Stream(Aggregations):
 
     def sink(
         self,
-        fn: Callable[[Any], Any],
+        fn: Callable[..., Any],
         *,
+        meta: bool = False,
         idempotent: bool | None = None,
         name: str | None = None,
         on_error: OnError = None,
@@ -324,7 +535,9 @@ class Stream(Aggregations):
         ``sluice.dataflow.sinks``), called once per consumed batch. The record's offset is
         committed only after ``fn`` returned for it and for every earlier record of its
         partition. ``idempotent=True`` says that writing a record twice changes nothing
-        (an upsert): ``guarantee="exactly_once"`` accepts only such sinks.
+        (an upsert): ``guarantee="exactly_once"`` accepts only such sinks. ``meta=True``
+        calls ``fn(value, meta)`` with the record's ``Meta`` (key, timestamp, headers, topic,
+        partition, offset); a batch sink gets them in its ``SinkRow`` already.
 
         Example:
             >>> from sluice.testing import run_steps
@@ -333,11 +546,119 @@ class Stream(Aggregations):
             ['a', 'b']
             >>> seen
             ['a', 'b']
+            >>> _ = run_steps(lambda s: s.sink(lambda v, m: seen.append((m.offset, v)), meta=True), ["c"])
+            >>> seen[-1]
+            (0, 'c')
         """
-        if not hasattr(fn, "write_batch"):
+        batch = hasattr(fn, "write_batch")
+        if not batch:
             self._check_fn(fn, "sink")
+        elif meta:
+            msg = f"sink({fn!r}, meta=True): a batch sink gets each row's key, timestamp and headers in its SinkRow"
+            raise ConfigError(msg)
         policy = coerce_policy(on_error, "sink")
-        return self._add(lambda label: Sink(label, fn, idempotent, on_error=policy), "sink", fn, name)
+        kind = MetaSink if meta else Sink
+        return self._add(lambda label: kind(label, fn, idempotent, on_error=policy), "sink", fn, name)
+
+    def join(
+        self,
+        other: Stream | Table,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: Literal["inner", "left", "outer"] = "inner",
+        on: Callable[[Any], Any] | None = None,
+        within: str | timedelta | None = None,
+        grace: str | timedelta | None = None,
+        name: str | None = None,
+    ) -> Stream:
+        """Join each record with a table's row (``app.table``/``app.global_table``) or with another stream.
+
+        With a table, each record becomes ``fn(value, row)``, where ``row`` is the table's
+        latest value for the record's key as of the record's timestamp (see "Tables and
+        joins" in the README for the ordering guarantee). ``how="inner"`` drops records
+        the table has no row for (counted: ``sluice_join_misses_total``), ``how="left"``
+        calls ``fn(value, None)`` for them. A partitioned table joins on the record key,
+        co-partitioned with the stream (checked at start); after ``key_by`` the records
+        first go through a repartition topic shaped like the table's. A global table
+        joins on ``on(value)`` (default: the record key). A ``fn`` that raises sends the
+        record through the failure policy (the dead-letter topic by default).
+
+        Args:
+            other: a ``Table`` or a ``Stream``.
+            fn: ``fn(value, row) -> new value``.
+            how: ``"inner"`` or ``"left"`` (and ``"outer"`` for stream-stream joins).
+            on: global tables: the lookup key of a value (str/bytes as is, else JSON).
+            within: stream-stream joins: how far apart two records' timestamps may be.
+            grace: stream-stream joins: how long a window waits for out-of-order records.
+            name: names the step, its state and its repartition topic.
+
+        Example:
+            >>> from sluice import App
+            >>> app = App("doc")
+            >>> users = app.table("users", value="json")
+            >>> enriched = app.stream("orders").join(users, lambda o, u: {**o, "user": u}, how="left")
+            >>> _ = enriched.to("enriched")
+        """
+        if isinstance(other, Stream):
+            return self._join_stream(other, fn, how=how, within=within, grace=grace, name=name)
+        return self._join_table(other, fn, how=how, on=on, within=within, grace=grace, name=name)
+
+    def _join_stream(
+        self,
+        other: Stream,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: str,
+        within: str | timedelta | None,
+        grace: str | timedelta | None,
+        name: str | None,
+    ) -> Stream:
+        msg = "stream-stream joins are not available in this build: join a stream with app.table(...) instead"
+        raise NotImplementedError(msg)
+
+    def _join_table(
+        self,
+        table: Table,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: str,
+        on: Callable[[Any], Any] | None,
+        within: str | timedelta | None,
+        grace: str | timedelta | None,
+        name: str | None,
+    ) -> Stream:
+        if not isinstance(table, Table):
+            msg = f"join() needs a table (app.table/app.global_table) or a Stream, got {type(table).__name__}"
+            raise ConfigError(msg)
+        self._check_fn(fn, "join")
+        if how not in ("inner", "left"):
+            msg = f"join(how={how!r}) with {table!r}: a stream-table join is 'inner' or 'left'"
+            raise ConfigError(msg)
+        if within is not None or grace is not None:
+            msg = f"join(within=/grace=) are for stream-stream joins; {table!r} is a table: drop them"
+            raise ConfigError(msg)
+        if on is not None and not table.is_global:
+            msg = (
+                f"join(on=...) with {table!r}: a partitioned table joins on the record key; "
+                "key_by(...) before the join, or use app.global_table(...)"
+            )
+            raise ConfigError(msg)
+        if on is not None:
+            self._check_fn(on, "join(on=)")
+        if name is not None:
+            check_topic_name(name, "join name")
+        store = name or f"join-{self._counter[0] + 1}"
+        label = _Named(table.topic)
+
+        def make(label: str) -> Join:
+            return Join(label, table, fn, how, on, store)  # type: ignore[arg-type]
+
+        key_by = last_key_by(self)
+        if not table.is_global and key_by is not None and key_by.repartition:
+            internal = self.source.repartition(store)
+            self._to(internal.topics[0], "json", None, None, None, repartition=True)
+            return internal.root._add(make, "join", label, name)
+        return self._add(make, "join", label, name)
 
     def to(
         self,

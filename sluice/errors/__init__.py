@@ -23,6 +23,7 @@ __all__ = [
     "SinkRowError",
     "SinkUnavailableError",
     "SluiceError",
+    "StateError",
     "StepError",
     "TopicNotFoundError",
 ]
@@ -73,6 +74,17 @@ class FutureTimestampError(RecordError):
 
     Let in, it would move the partition's stream time so far that every later record
     would be late; it is dead-lettered instead (stage ``process``).
+    """
+
+
+class StateError(RecordError):
+    """A record cannot keep its keyed state: it has no key, or its function left a value that is not JSON.
+
+    Dead-lettered like any record failure; the key's state is unchanged.
+
+    Example:
+        >>> issubclass(StateError, RecordError)
+        True
     """
 
 

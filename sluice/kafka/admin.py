@@ -14,6 +14,7 @@ from sluice._names import suggest
 from sluice.errors import KafkaUnavailableError, TopicNotFoundError
 from sluice.kafka.calls import error_text
 from sluice.kafka.client_errors import ClientErrorWatch
+from sluice.kafka.clients import KAFKA_CLIENTS, Clients
 
 __all__ = ["TopicAdmin", "TopicInfo"]
 
@@ -37,8 +38,10 @@ class TopicAdmin:
     second instead of waiting out ``timeout`` as if the brokers were down.
     """
 
-    def __init__(self, config: dict, timeout: float = 15.0) -> None:
+    def __init__(self, config: dict, timeout: float = 15.0, clients: Clients = KAFKA_CLIENTS) -> None:
         self._config = config
+        #: makes the admin client, and the consumers of those who read topics through this admin
+        self.clients = clients
         self._timeout = timeout
         self._client: AdminClient | None = None
         self.errors = ClientErrorWatch(config)
@@ -46,7 +49,7 @@ class TopicAdmin:
     @property
     def client(self) -> AdminClient:
         if self._client is None:
-            self._client = AdminClient(
+            self._client = self.clients.admin(
                 {
                     **self._config,
                     "logger": logging.getLogger("sluice.kafka.librdkafka"),

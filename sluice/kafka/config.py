@@ -377,6 +377,10 @@ def settings_from_options(name: str, brokers: str | None, options: Mapping[str, 
 
     group_id = options.get("group_id") or name
     worker = os.environ.get("SLUICE_WORKER_INDEX", "0")
+    instance = consumer.get("group.instance.id")
+    if instance and "SLUICE_WORKER_INDEX" in os.environ:
+        # static membership with --workers N: one id for all would fence all but the last worker
+        consumer["group.instance.id"] = f"{instance}-w{worker}"
     client_id = options.get("client_id") or f"{name}-w{worker}-{os.getpid()}"
     return ClientSettings(
         brokers=brokers,

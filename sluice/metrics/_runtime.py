@@ -72,6 +72,8 @@ class RuntimeSnapshot:
     recovered: int = 0
     #: records Kafka refused for reasons of the moment and that were produced again
     produced_again: int = 0
+    #: stream records an inner stream-table join dropped (no row), per join step
+    join_misses: dict[str, int] = field(default_factory=dict)
 
 
 class RunnerView(Protocol):
@@ -420,6 +422,14 @@ class _Collector(Collector):
             stats.rebalances,
         )
         yield _counter("sluice_batches", "Consumed batches processed", stats.batches)
+        misses = CounterMetricFamily(
+            "sluice_join_misses",
+            "Stream records an inner stream-table join dropped: the table had no row for their key",
+            labels=["step"],
+        )
+        for step, n in sorted(snap.join_misses.items()):
+            misses.add_metric([step], n)
+        yield misses
         yield _counter("sluice_commits", "Offset commits sent", stats.commits)
         ready, _ = m.readiness()
         yield _gauge("sluice_ready", "1 when /readyz answers 200", 1 if ready else 0)

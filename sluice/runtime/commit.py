@@ -359,7 +359,8 @@ class Transactional(Committer):
             if runner.fatal is not None:
                 return
         stores = [store for node in runner.executor.aggregates for store in node.stores.values()]
-        if not from_coordinator and all(store.undoable for store in stores):
+        # a table cannot be undone (its reader is ahead): reopened, it is read again from its topic
+        if not from_coordinator and all(store.undoable for store in stores) and not runner.executor.tables:
             for store in stores:  # back to the last commit: only the keys written since
                 store.undo()
             self.undone += 1

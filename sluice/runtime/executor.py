@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -26,9 +25,11 @@ import orjson
 
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
+from sluice.dataflow.keyed import KeyedState
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
-from sluice.errors import ConfigError, EnvironmentalError, SinkUnavailableError
+from sluice.dataflow.tables import Join
+from sluice.errors import ConfigError, DeserializationError, EnvironmentalError, SinkUnavailableError
 from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.calls import produce_waiting
@@ -36,8 +37,10 @@ from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.collector import size_checked
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
+from sluice.runtime.keyed_state import StateNode
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
+from sluice.runtime.tables import Tables
 from sluice.runtime.tracker import Batch
 from sluice.serde import RegistryFormat, deserializer, key_serializer, serializer
 
@@ -49,7 +52,6 @@ Produce = Callable[..., None]
 _T = TypeVar("_T")
 #: the longest the wait for an unavailable sink goes without serving delivery reports
 _WAIT_SLICE = 0.1
-_VALUE, _KEY = methodcaller("value"), methodcaller("key")
 
 
 @dataclass
@@ -98,6 +100,10 @@ class _Emitter:
         else:
             self.key_serialize = None if source.key == "bytes" else serializer(source.key, "key")
         self.produce = produce
+        #: ``produce`` without the size check, and the size limit (``Executor.limit_sizes``): map_batch
+        #: checks a whole batch's sizes at once
+        self.unchecked = produce
+        self.limit: int | None = None
         self._poll = poll
         self._router = router
         self.produced = 0
@@ -108,9 +114,45 @@ class _Emitter:
         self._produce_all(records, len(records), batch)
 
     def emit_rows(self, values: list[Any], keys: list[Any] | None, sources: list[Any], batch: Batch) -> None:
-        """Produce map_batch's rows: ``values[i]`` with key ``keys[i]`` (None: its source's) from ``sources[i]``."""
-        rows = zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True)
-        self._produce_all(rows, len(values), batch)
+        """Produce map_batch's rows: ``values[i]`` with key ``keys[i]`` (None: its source's) from ``sources[i]``.
+
+        The values are the NDJSON lines to write and the keys the sources' bytes (the usual
+        case): one loop with nothing per row but ``produce``. The topic's size limit is
+        checked for the whole batch at once (the longest value and key), not by a wrapper
+        per row; a batch that may hold a row too large takes the checked path.
+        """
+        if keys is not None or self.serialize is not None or self.key_serialize is not None:
+            keys_out = map(_method(sources, "key"), sources) if keys is None else keys
+            self._produce_all(zip(values, keys_out, sources, strict=True), len(values), batch)
+            return
+        keys = list(map(_method(sources, "key"), sources))
+        produce = self.unchecked
+        if self.limit is not None and (
+            max(map(len, values), default=0) + max(map(len, filter(None, keys)), default=0) > self.limit
+        ):
+            produce = self.produce
+        topic, on_delivery, count = self.topic, batch.on_delivery, len(values)
+        batch.expect(count)
+        start = 0
+        while start < count:
+            index = start
+            try:
+                for index in range(start, count):
+                    msg = sources[index]
+                    ts = msg.timestamp()[1]
+                    produce(
+                        topic,
+                        values[index],
+                        keys[index],
+                        timestamp=ts if ts > 0 else 0,
+                        headers=msg.headers(),
+                        on_delivery=MethodType(on_delivery, msg),
+                    )
+                start = count
+            except Exception as exc:  # noqa: BLE001 - queue full or produce refused: that row alone
+                self.recover(index, (values[index], keys[index], sources[index]), exc, batch)
+                start = index + 1
+        self.produced += count
 
     def _produce_all(self, rows: Iterable[Record], count: int, batch: Batch) -> None:
         # ``for value, key, msg in rows`` unpacks at once: over a zip, no tuple is built per row
@@ -360,6 +402,31 @@ def _row(record: Record) -> SinkRow:
     return SinkRow(value, key, msg.topic(), msg.partition(), msg.offset(), msg.timestamp()[1], msg.headers())
 
 
+def _not_a_row(msg: Any, value: Any) -> DeserializationError:
+    """The error of a record that map_batch cannot make a frame row of (it is not a JSON object).
+
+    Example:
+        >>> from confluent_kafka import Message
+        >>> print(_not_a_row(Message(topic="t", partition=0, offset=7), [1, 2]))
+        map_batch reads each record as a frame row, so its value must be a JSON object; t[0]@7 holds a list ([1, 2]): write objects to this topic, or read records that are not with a per-record step (map, filter)
+    """
+    what = "no value (a tombstone)" if value is None else f"a {type(value).__name__} ({str(value)[:40]})"
+    msg_text = (
+        f"map_batch reads each record as a frame row, so its value must be a JSON object; "
+        f"{msg.topic()}[{msg.partition()}]@{msg.offset()} holds {what}: write objects to this topic, "
+        f"or read records that are not with a per-record step (map, filter)"
+    )
+    return DeserializationError(msg_text)
+
+
+def _method(objects: list[Any], name: str) -> Callable[[Any], Any]:
+    """The method ``name`` of the class of ``objects`` (all of one class), called as a function.
+
+    ``map(Message.value, msgs)`` costs about half of ``map(methodcaller("value"), msgs)``.
+    """
+    return getattr(type(objects[0]), name) if objects else methodcaller(name)
+
+
 def _find_path(nodes: list[_Node], step_name: str) -> list[_Node]:
     for node in nodes:
         if node.step.name == step_name:
@@ -386,6 +453,8 @@ class Executor:
         self._app = app
         self._state_dir = state_dir
         self.aggregates: list[AggregateNode] = []
+        #: the tables of the graph's joins
+        self.tables = Tables(state_dir)
         self.async_bridge = AsyncBridge()
         self._plans: dict[str, _SourcePlan] = {}
         self.emitters: list[_Emitter] = []
@@ -424,6 +493,8 @@ class Executor:
         fn = getattr(step, "fn", None)
         if fn is not None and is_async(fn):
             step = replace(step, fn=self.async_bridge.wrap(fn))
+        if isinstance(step, Join):
+            step = self.tables.bind(step, source.topics)
         node = _Node(step, "sink" if isinstance(step, Sink) else "process")
         if isinstance(step, Sink):
             node.write_batch = getattr(step.fn, "write_batch", None)
@@ -435,7 +506,8 @@ class Executor:
             node.emit.wait = self.wait_until_available
             self.emitters.append(node.emit)
         if isinstance(step, Aggregate):
-            node.aggregate = AggregateNode(step, self._app, self._state_dir, produce, poll, self._router)
+            kind = StateNode if isinstance(step, KeyedState) else AggregateNode
+            node.aggregate = kind(step, self._app, self._state_dir, produce, poll, self._router)
             node.aggregate.input_topics = set(source.topics)
             self.aggregates.append(node.aggregate)
         node.children = [self._compile(child, source, produce, poll) for child in stream.children]
@@ -637,7 +709,7 @@ class Executor:
                 otherwise) still unavailable after the policy's ``retry_for``, or the app is
                 stopping: nothing of this batch or after it is committed.
         """
-        started = time.monotonic()
+        started = self._router.clock.monotonic()
         logger.warning(
             "%s: %s; trying %s again for up to %gs (on_error retry_for): nothing is "
             "dead-lettered and no offset moves past them meanwhile",
@@ -650,7 +722,7 @@ class Executor:
         self.waiting_since, self.waiting_for = started, f"{name}: {first}"
         try:
             while True:
-                waited = time.monotonic() - started
+                waited = self._router.clock.monotonic() - started
                 if waited >= policy.retry_for or self.stopping():
                     why = (
                         f"has been unavailable for {waited:.0f}s (on_error retry_for={policy.retry_for:g}s)"
@@ -675,7 +747,7 @@ class Executor:
                     "%s: %s is back after %.1fs and %d tries; the waiting records go on",
                     name,
                     dependency,
-                    time.monotonic() - started,
+                    self._router.clock.monotonic() - started,
                     tries,
                 )
                 return result
@@ -684,14 +756,14 @@ class Executor:
 
     def _wait(self, seconds: float) -> None:
         """Sleep in slices, serving delivery reports (on the polling thread) and the runner's keep-alive."""
-        deadline = time.monotonic() + seconds
+        deadline = self._router.clock.monotonic() + seconds
         on_poll_thread = threading.get_ident() == self._poll_thread
-        while (left := deadline - time.monotonic()) > 0 and not self.stopping():
+        while (left := deadline - self._router.clock.monotonic()) > 0 and not self.stopping():
             if on_poll_thread:
                 self._poll(min(left, _WAIT_SLICE))
                 self.keep_alive()
             else:
-                time.sleep(min(left, _WAIT_SLICE))
+                self._router.clock.sleep(min(left, _WAIT_SLICE))
 
     def _map_batch(self, node: _Node, records: list[Record], batch: Batch) -> list[Record]:
         """A micro-batch through the user's frame function: retries, then bisection to the failing rows."""
@@ -713,7 +785,9 @@ class Executor:
         """``raw_in``: the frame is read from the messages' bytes; no per-record tuple unless it fails.
 
         With ``raw_out`` too, the rows go to the topics as NDJSON lines, each with its source
-        message's key, timestamp and headers, without a record per row either.
+        message's key, timestamp and headers, without a record per row either. Rows whose
+        bytes do not decode meet the failure policy one by one (``_salvage``); the others
+        are still read columnar, in order.
         """
         step = node.step
         assert isinstance(step, MapBatch)
@@ -721,9 +795,15 @@ class Executor:
             for i in range(0, len(msgs), step.max_rows):
                 self._run_map_batch_messages(node, msgs[i : i + step.max_rows], batch)
             return
+        kind = step.kind()
         try:
-            kind = step.kind()
-            positions, values, keys = step.run(kind, kind.from_ndjson(list(map(_VALUE, msgs))))
+            frame = kind.from_ndjson(map(_method(msgs, "value"), msgs), len(msgs))
+        except NotColumnar:
+            frame, msgs = self._salvage(node, kind, msgs, batch)
+            if frame is None:
+                return
+        try:
+            positions, values, keys = step.run(kind, frame)
             sources = [msgs[p] for p in positions] if positions is not None else [msgs[-1]] * len(values)
         except Exception as exc:  # noqa: BLE001 - retried, then bisected, as records
             out = self._map_batch_failed(node, [(m.value(), m.key(), m) for m in msgs], exc, batch)
@@ -735,9 +815,42 @@ class Executor:
                     assert child.emit is not None
                     child.emit.emit_rows(values, keys, sources, batch)
                 return
-            out = list(zip(values, map(_KEY, sources) if keys is None else keys, sources, strict=True))
+            keys_out = map(_method(sources, "key"), sources) if keys is None else keys
+            out = list(zip(values, keys_out, sources, strict=True))
         if node.children and out:
             self._run_nodes(node.children, out, batch)
+
+    def _salvage(self, node: _Node, kind: Any, msgs: list[Any], batch: Batch) -> tuple[Any, list[Any]]:
+        """``(frame or None, its messages)`` once the rows of ``msgs`` that cannot be frame rows are disposed of.
+
+        A row that does not decode (malformed JSON, bad UTF-8), or decodes to something
+        that is not a JSON object (a tombstone, an array, a number), goes to the failure
+        policy alone, as a deserialization failure with its own context (dead letter headers,
+        original key, value and headers). The rest of the batch is read columnar again, in
+        order: the user's function sees the frame it would have seen without those rows.
+        Objects the reader still refuses (e.g. a field whose type changes between rows)
+        go through the record path instead; then the frame is None.
+        """
+        plan = node.plan
+        assert plan is not None
+        policy = plan.source.on_error or self._router.policy
+        good: list[Any] = []
+        for value, _key, msg in plan.decode(msgs, batch):  # rows that do not decode are disposed of here
+            if isinstance(value, dict):
+                good.append(msg)
+            else:
+                self._router.dispose(
+                    "deserialize", plan.step_name, policy, msg, _not_a_row(msg, value), 1, batch
+                )
+        if not good:
+            return None, good
+        try:
+            return kind.from_ndjson(map(_method(good, "value"), good), len(good)), good
+        except NotColumnar as exc:
+            out = self._map_batch_failed(node, [(m.value(), m.key(), m) for m in good], exc, batch)
+            if node.children and out:
+                self._run_nodes(node.children, out, batch)
+            return None, good
 
     def _map_batch_failed(
         self, node: _Node, records: list[Record], failure: Exception, batch: Batch
@@ -795,6 +908,7 @@ class Executor:
         for emitter in self.emitters:
             limit = limits.get(emitter.topic)
             if limit is not None:
+                emitter.unchecked, emitter.limit = emitter.produce, limit
                 emitter.produce = size_checked(emitter.produce, emitter.topic, limit)
 
     def rebind(self, produce: Produce, poll: Callable[[float], Any]) -> None:
@@ -802,6 +916,7 @@ class Executor:
         for emitter in self.emitters:
             limit = self._limits.get(emitter.topic)
             emitter.produce = produce if limit is None else size_checked(produce, emitter.topic, limit)
+            emitter.unchecked = produce
             emitter._poll = poll
         for node in self.aggregates:
             node.rebind(produce, poll)

@@ -37,6 +37,7 @@ from sluice.errors.dead_letter import DeadLetterContext
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin
 from sluice.kafka.calls import kafka_error
+from sluice.runtime.clock import SYSTEM_CLOCK, Clock
 from sluice.runtime.collector import RecordCollector
 from sluice.runtime.retry_topics import (
     RETRY_DUE,
@@ -143,8 +144,11 @@ class FailureRouter:
         collector: RecordCollector,
         admin: TopicAdmin,
         topic_shape: Callable[[str], tuple[int, int]],
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.app = app
+        #: the clock of backoffs, waits for an unavailable sink and retry-topic due times
+        self.clock = clock
         self.policy = policy
         self._collector = collector
         self._admin = admin
@@ -237,7 +241,7 @@ class FailureRouter:
         seconds = min(seconds, budget)
         if seconds > 0:
             self._local.budget = budget - seconds
-            time.sleep(seconds)
+            self.clock.sleep(seconds)
 
     def dispose(
         self,
@@ -298,7 +302,7 @@ class FailureRouter:
         )
         headers = [h for h in msg.headers() or () if not is_internal_header(h[0])] + context.to_headers()
         if park and level < len(policy.retry_topics):
-            due = int(time.time() * 1000 + policy.retry_topics[level] * 1000)
+            due = int(self.clock.time() * 1000 + policy.retry_topics[level] * 1000)
             headers += [(RETRY_LEVEL, str(level + 1).encode()), (RETRY_DUE, str(due).encode())]
             target = self._ensure_topic(retry_topic(self.app, level + 1), context.topic)
             self.parked += 1

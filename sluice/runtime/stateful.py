@@ -99,7 +99,7 @@ class _Pass:
 
     __slots__ = ("batch", "changed", "future_limit", "loaded_close", "states", "store", "stream_time")
 
-    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None) -> None:
+    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None, now: float) -> None:
         self.store = store
         self.batch = batch
         self.stream_time = store.stream_time
@@ -107,7 +107,7 @@ class _Pass:
         self.loaded_close: dict[bytes, int | None] = {}
         self.changed: set[bytes] = set()
         #: records with a later timestamp are refused: they would close every window of the partition
-        self.future_limit = _NO_LIMIT if max_future is None else int(time.time() * 1000) + max_future
+        self.future_limit = _NO_LIMIT if max_future is None else int(now * 1000) + max_future
 
 
 class _Flush:
@@ -217,7 +217,7 @@ class AggregateNode:
         if store is None:
             msg = f"state store {self.step.store!r} partition {partition} is not open (not assigned to this worker)"
             raise SluiceError(msg)
-        ctx = _Pass(store, batch, self._max_future)
+        ctx = _Pass(store, batch, self._max_future, self._router.clock.time())
         step = self.step
         out: list[Record] = []
         one = partial(self._one, ctx)
@@ -326,7 +326,7 @@ class AggregateNode:
         """
         if self._max_future is None:
             return records
-        limit = int(time.time() * 1000) + self._max_future
+        limit = int(self._router.clock.time() * 1000) + self._max_future
         if all(m.timestamp()[1] <= limit for _v, _k, m in records):
             return records
         kept: list[Record] = []
@@ -655,7 +655,7 @@ class Restoration:
         self._end_round()
         if starts:
             if self._consumer is None:
-                self._consumer = Consumer(self._config)
+                self._consumer = self._admin.clients.consumer(self._config)
             self._consumer.incremental_assign(starts)
             self._assigned.update(tp.partition for tp in starts)
         self._idle = 0.0

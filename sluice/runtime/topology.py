@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.steps import Aggregate
+from sluice.dataflow.tables import Join
 from sluice.errors import ConfigError
 from sluice.errors.policy import ErrorPolicy
 from sluice.kafka.admin import TopicAdmin, TopicInfo
@@ -62,10 +63,12 @@ class Topology:
         """Check the graph, describe the sources, create what is missing; return the topics to consume."""
         admin = self.admin
         self._check_stateful()
+        self._check_joins()
         self._check_exactly_once()
         topics = [t for s in self.sources for t in s.topics]
         sources = [t for s in self.sources if not s.internal for t in s.topics]
-        infos = admin.require_sources(sources)
+        tables = sorted({j.table.topic for s in self.sources for j in steps_below(s.root, Join)})
+        infos = admin.require_sources(list(dict.fromkeys(sources + tables)))
         self.infos = infos
         self.max_record_bytes = self._room_for_sources(sources)
         for source in self.sources:  # an internal source comes after its upstream: its shape is known
@@ -73,15 +76,21 @@ class Topology:
                 assert source.upstream is not None
                 self.repartition_topics.add(source.topics[0])
                 shape = self._shape_of(source.upstream)
+                joined = _joined_table(source)
+                if joined is not None:  # co-partitioned with the table it joins
+                    shape = (infos[joined].partitions, shape[1])
                 infos[source.topics[0]] = admin.ensure(source.topics[0], *shape, _REPARTITION)
             partitions, replication = self._shape_of(source)
             for step in steps_below(source.root, To):
+                if step.repartition:
+                    continue  # created with the internal source reading it (a join shapes it like its table)
                 admin.ensure(step.topic, step.partitions or partitions, step.replication or replication)
             for step in steps_below(source.root, Aggregate):
                 changelog = changelog_topic(self.name, step.store)
                 infos[changelog] = admin.ensure(changelog, partitions, replication, _COMPACTED)
                 if step.late is not None:
                     admin.ensure(step.late, partitions, replication)
+        self._check_copartitioned()
         levels = max((len(p.retry_topics) for p in self._policies()), default=0)
         if levels:
             partitions = max(i.partitions for i in infos.values())
@@ -92,6 +101,24 @@ class Topology:
                 self.retry_topics.add(name)
                 topics.append(name)
         return topics
+
+    def _check_copartitioned(self) -> None:
+        """A stream joining a partitioned table must have as many partitions as the table's topic."""
+        for source in self.sources:
+            for step in steps_below(source.root, Join):
+                if step.table.is_global:
+                    continue
+                table = self.infos[step.table.topic].partitions
+                for topic in source.topics:
+                    count = self.infos[topic].partitions
+                    if count != table:
+                        msg = (
+                            f"{step.name}: the stream topic {topic!r} has {count} partitions and the table "
+                            f"topic {step.table.topic!r} has {table}: a stream-table join needs them "
+                            "co-partitioned (the same partition count, records keyed alike). Repartition "
+                            "the stream with key_by(...) before the join, or use app.global_table(...)"
+                        )
+                        raise ConfigError(msg)
 
     def _room_for_sources(self, topics: list[str]) -> int | None:
         """librdkafka's ``message.max.bytes`` for the producer when a source takes more than its default.
@@ -138,10 +165,23 @@ class Topology:
         twice = sorted({s for s in stores if stores.count(s) > 1})
         if twice:
             msg = (
-                f"two aggregations are named {twice[0]!r}: give each its own name= (it names its state store)"
+                f"two aggregations or state steps are named {twice[0]!r}: give each its own name= "
+                "(it names its state store)"
             )
             raise ConfigError(msg)
-        self._require_offset_order("aggregations and windows")
+        self._require_offset_order("aggregations, windows and state=True steps")
+
+    def _check_joins(self) -> None:
+        steps = [s for source in self.sources for s in steps_below(source.root, Join)]
+        if not steps:
+            return
+        stores = [s.store for s in steps]
+        twice = sorted({s for s in stores if stores.count(s) > 1})
+        if twice:
+            msg = f"two joins are named {twice[0]!r}: give each its own name= (it names its table's local state)"
+            raise ConfigError(msg)
+        # a table is brought up to each record's timestamp in offset order, on the poll thread
+        self._require_offset_order("stream-table joins")
 
     def _require_offset_order(self, what: str) -> None:
         """Refuse what reorders records: worker threads and retry topics."""
@@ -175,6 +215,18 @@ class Topology:
                 max_records = max(max_records, step.max_rows)
                 timeout = min(timeout, step.max_wait)
         return max_records, timeout
+
+    def fills_batches(self) -> bool:
+        """Whether a consume should wait to fill its batch (map_batch: a micro-batch is up to ``max_wait``)."""
+        return any(steps_below(source.root, MapBatch) for source in self.sources)
+
+
+def _joined_table(source: Source) -> str | None:
+    """The partitioned table the first step of an internal source joins, if it is a join."""
+    for child in source.root.children:
+        if isinstance(child.step, Join) and not child.step.table.is_global:
+            return child.step.table.topic
+    return None
 
 
 def steps_below(stream: Stream, kind: type[_S]) -> list[_S]:

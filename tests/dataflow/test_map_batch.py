@@ -90,6 +90,22 @@ def test_a_frame_never_holds_more_than_max_rows(kafka, topic_factory):
     assert max(heights) == 16, heights
 
 
+def test_batches_larger_than_max_in_flight_do_not_pause_the_partitions(kafka, topic_factory):
+    # pausing drops what librdkafka prefetched: a map_batch of 500-record frames under a
+    # 100-record cap paused after every batch; a few consumed batches may always be in flight
+    n = 1500
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(src, [(None, orjson.dumps(event(i))) for i in range(n)])
+    app = make_app(kafka, max_in_flight=100, max_poll_records=100)
+    app.stream(src).map_batch(lambda df: df, max_rows=500, max_wait="1s").to(out)
+    with running(app):
+        got = kafka.drain(out, expected=n)
+        assert app.stats is not None
+        paused = app.stats.paused
+    assert sorted(orjson.loads(r.value)["id"] for r in got) == list(range(n))
+    assert paused == 0
+
+
 def test_poison_row_alone_goes_to_the_dead_letter_topic(kafka, topic_factory):
     src, out = topic_factory(), topic_factory()
     kafka.produce(
@@ -128,6 +144,64 @@ def test_malformed_json_in_a_columnar_batch_is_dead_lettered_and_the_rest_procee
     kafka.created.append(f"{app.name}.dlq")
     assert sorted(orjson.loads(r.value)["id"] for r in got) == [i for i in range(50) if i != 7]
     assert dict(dead[0].headers)["sluice.error.stage"] == b"deserialize"
+
+
+BAD_ROWS = {
+    0: b'{"id": 0, "type": "cl',  # truncated
+    17: b"\xff\xfe not utf-8",
+    18: b"[1, 2]",  # valid JSON, not an object
+    31: None,  # a tombstone
+    59: b"42",
+}
+
+
+def test_rows_that_are_not_json_objects_are_dead_lettered_alone_and_the_rest_keep_order_keys_and_types(
+    kafka, topic_factory
+):
+    n = 60
+    src, out = topic_factory(), topic_factory()
+    kafka.produce(
+        src,
+        [
+            (f"k{i}".encode(), BAD_ROWS.get(i, orjson.dumps(event(i))), {"headers": [("h", b"%d" % i)]})
+            for i in range(n)
+        ],
+    )
+    frames: list[tuple[int, dict]] = []
+
+    def twice(df: pl.DataFrame) -> pl.DataFrame:
+        frames.append((df.height, dict(df.schema)))
+        return df.with_columns(twice=pl.col("id") * 2)
+
+    app = make_app(kafka, max_poll_records=1000)
+    app.on_error(retries=2, backoff="1s")  # a row retried would show as a slow test, not a pass
+    app.stream(src).map_batch(twice, max_rows=1000, max_wait="1s").to(out)
+    good = [i for i in range(n) if i not in BAD_ROWS]
+    with running(app):
+        got = kafka.drain(out, expected=len(good))
+        dead = kafka.drain(f"{app.name}.dlq", expected=len(BAD_ROWS))
+    kafka.created.append(f"{app.name}.dlq")
+    assert [orjson.loads(r.value)["id"] for r in got] == good, "the rest of the batch, in offset order"
+    for r in got:
+        value = orjson.loads(r.value)
+        assert value["twice"] == 2 * value["id"]
+        assert r.key == f"k{value['id']}".encode()
+        assert dict(r.headers)["h"] == b"%d" % value["id"]
+    letters = {int(dict(r.headers)["sluice.error.offset"]): r for r in dead}
+    assert sorted(letters) == sorted(BAD_ROWS)
+    for offset, r in letters.items():
+        headers = dict(r.headers)
+        assert r.value == BAD_ROWS[offset], "the original bytes, untouched"
+        assert r.key == f"k{offset}".encode()
+        assert headers["h"] == b"%d" % offset
+        assert headers["sluice.error.stage"] == b"deserialize"
+        # malformed bytes fail the same way each time: retried without waiting; a value that
+        # is not an object is no failure of decoding: disposed of at once
+        assert headers["sluice.error.attempts"] == (b"3" if offset in (0, 17) else b"1")
+    assert b"must be a JSON object" in dict(letters[18].headers)["sluice.error.message"]
+    # the survivors were read columnar: the same frame types as a batch without bad rows
+    assert sum(height for height, _ in frames) == len(good)
+    assert all(schema["id"] == pl.Int64 and schema["price"] == pl.Float64 for _, schema in frames), frames
 
 
 def test_output_row_refused_by_kafka_is_dead_lettered_as_its_source_record(kafka, topic_factory):

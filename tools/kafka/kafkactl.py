@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _processes import alive, java, maven, port_open, read_pid  # noqa: E402
+
 ROOT = HERE.parent.parent
 JARS = HERE / "target" / "dependency"
 STATE = Path(os.environ.get("SLUICE_KAFKA_HOME", ROOT / ".kafka"))
@@ -108,35 +110,18 @@ def fetch() -> None:
     """Download the broker jars with Maven (once; a second call is a no-op)."""
     if (JARS / "kafka_2.13-4.4.0.jar").exists() or any(JARS.glob("kafka_2.13-*.jar")):
         return
-    if shutil.which("mvn") is None:
-        raise KafkaCtlError(
-            "Maven (mvn) is not installed: it is needed to fetch the Kafka jars; install it (apt-get install maven)"
-        )
     print("fetching Apache Kafka jars with Maven (first run only)...", file=sys.stderr)
-    proc = subprocess.run(
-        ["mvn", "-q", "-B", "dependency:copy-dependencies"],
-        cwd=HERE,
-        capture_output=True,
-        text=True,
+    maven(
+        ["dependency:copy-dependencies"],
+        HERE,
+        purpose="fetch the Kafka jars",
+        done=lambda: any(JARS.glob("kafka_2.13-*.jar")),
+        error=KafkaCtlError,
     )
-    if proc.returncode != 0 or not any(JARS.glob("kafka_2.13-*.jar")):
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        print(tail, file=sys.stderr)
-        raise KafkaCtlError(
-            "Maven could not fetch the Kafka jars (see the lines above); check the network and ~/.m2/settings.xml"
-        )
 
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise KafkaCtlError(
-            "Java is not installed: the Kafka broker needs a JRE 17+ (apt-get install openjdk-17-jre-headless)"
-        )
-    return java
+    return java("the Kafka broker", KafkaCtlError)
 
 
 # --------------------------------------------------------------------------- config
@@ -270,32 +255,14 @@ def _java_env(node: Node) -> dict[str, str]:
 
 
 def _read_pid(node: Node) -> int | None:
-    try:
-        pid = int(node.pid_file.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    return read_pid(node.pid_file)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child (killed by us, not yet reaped) still answers kill(0)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # reaped between the two checks (ENOENT, or ESRCH while reading)
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+_alive = alive
 
 
 def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, port)) == 0
+    return port_open(HOST, port)
 
 
 def _log_tail(node: Node, lines: int = 25) -> str:

@@ -26,14 +26,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import pwd
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,10 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _processes import alive, port_open  # noqa: E402
+from _processes import read_pid as _read_pid  # noqa: E402
+
 ROOT = HERE.parent.parent
 HOST = "127.0.0.1"
 # below the ephemeral port range (32768-60999), where a client socket could hold it
@@ -139,38 +141,16 @@ def _as_user(account: pwd.struct_passwd | None) -> dict:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child (stopped by us, not yet reaped) still answers kill(0)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # reaped between the two checks (ENOENT, or ESRCH while reading)
-        return False
-    if stat.rsplit(")", 1)[1].split()[0] == "Z":
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
+_alive = alive
 
 
 def read_pid() -> int | None:
     """The pid of the running server started by this script, or None."""
-    try:
-        pid = int(pid_file().read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    return _read_pid(pid_file())
 
 
 def _port_open(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, port)) == 0
+    return port_open(HOST, port)
 
 
 def _log_tail(lines: int = 20) -> str:

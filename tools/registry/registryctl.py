@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +29,9 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from _processes import alive, java, maven, port_open, read_pid  # noqa: E402
+
 ROOT = HERE.parent.parent
 TARGET = HERE / "target"
 RUNNER = TARGET / "sluice-schema-registry-1-runner.jar"
@@ -61,63 +62,31 @@ def fetch() -> None:
         built = RUNNER.stat().st_mtime
         if all(p.stat().st_mtime <= built for p in sources):
             return
-    if shutil.which("mvn") is None:
-        raise RegistryCtlError(
-            "Maven (mvn) is not installed: it is needed to build the Schema Registry; install it (apt-get install maven)"
-        )
     print(
         "building the Schema Registry with Maven (first run only, about 130 MB of jars)...", file=sys.stderr
     )
-    proc = subprocess.run(
-        ["mvn", "-q", "-B", "package", "-DskipTests"], cwd=HERE, capture_output=True, text=True
+    maven(
+        ["package", "-DskipTests"],
+        HERE,
+        purpose="build the Schema Registry",
+        done=RUNNER.exists,
+        error=RegistryCtlError,
     )
-    if proc.returncode != 0 or not RUNNER.exists():
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-        print(tail, file=sys.stderr)
-        raise RegistryCtlError(
-            "Maven could not build the Schema Registry (see the lines above); check the network and ~/.m2/settings.xml"
-        )
 
 
 def _java() -> str:
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    java = shutil.which("java")
-    if java is None:
-        raise RegistryCtlError(
-            "Java is not installed: the Schema Registry needs a JRE 17+ (apt-get install openjdk-17-jre-headless)"
-        )
-    return java
+    return java("the Schema Registry", RegistryCtlError)
 
 
 def _read_pid() -> int | None:
-    try:
-        pid = int(PID_FILE.read_text().strip())
-    except (FileNotFoundError, ValueError):
-        return None
-    return pid if _alive(pid) else None
+    return read_pid(PID_FILE)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie child (killed by us, not yet reaped) still answers kill(0)
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+_alive = alive
 
 
 def _port_open() -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, PORT)) == 0
+    return port_open(HOST, PORT)
 
 
 def _answers() -> bool:
