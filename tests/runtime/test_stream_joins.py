@@ -228,7 +228,7 @@ import time
 from sluice import App
 
 app = App({group!r}, brokers={bootstrap!r}, guarantee={guarantee!r}, state_dir={state!r},
-          max_poll_records=100, commit_interval="300ms")
+          max_poll_records=100, commit_interval="300ms", session_timeout_ms=6000, heartbeat_interval_ms=1000)
 
 def slow(e):
     time.sleep(0.001)
@@ -241,6 +241,15 @@ clicks = app.stream({left!r}).map(slow).key_by(lambda e: e["k"])
 views = app.stream({right!r}).map(slow).key_by(lambda e: e["k"])
 clicks.join(views, pair, within="3s", grace="1h", how="outer", name="cv").to({out!r})
 """
+
+
+def all_committed(kafka, group: str, sources: dict[str, int], n: int, join_partitions: int) -> bool:
+    """The group committed ``n`` records of its sources and every record of its join topic ``cv``."""
+    ends = kafka.end_offsets(f"{group}-cv-repartition", join_partitions)
+    done = kafka.committed(group, f"{group}-cv-repartition", join_partitions)
+    consumed = sum(max(o, 0) for t, p in sources.items() for o in kafka.committed(group, t, p).values())
+    # exactly-once: the end is after a transaction marker
+    return consumed == n and all(done[p] >= ends[p] - 1 for p in ends)
 
 
 def fast_oracle(left: Side, right: Side, within: int) -> Counter:
@@ -291,16 +300,12 @@ def test_a_join_killed_mid_stream_and_restarted_gives_the_oracles_output(
     committed_at_kill = kafka.committed(group, f"{group}-cv-repartition", 3)
     worker = AppProcess(tmp_path, module, log_name="w1.log")
     try:
-
-        def all_committed() -> bool:
-            ends = kafka.end_offsets(f"{group}-cv-repartition", 3)
-            done = kafka.committed(group, f"{group}-cv-repartition", 3)
-            sources = sum(max(o, 0) for o in kafka.committed(group, left_topic, 2).values()) + sum(
-                max(o, 0) for o in kafka.committed(group, right_topic, 3).values()
-            )
-            return sources == 2 * n and all(done[p] >= ends[p] - 1 for p in ends)
-
-        wait_for(all_committed, timeout=180, interval=1, what="every input committed")
+        wait_for(
+            lambda: all_committed(kafka, group, {left_topic: 2, right_topic: 3}, 2 * n, 3),
+            timeout=180,
+            interval=1,
+            what="every input committed",
+        )
         flush_all(kafka, left_topic)
         expected = fast_oracle(left, right, WITHIN)
         got = outputs(kafka.drain(out, expected=sum(expected.values()), timeout=120, idle=5, **read))
@@ -325,3 +330,48 @@ def test_a_join_killed_mid_stream_and_restarted_gives_the_oracles_output(
         for _key, _ts, value in duplicates:
             ids = orjson.loads(value)
             assert ids["l"] in tail or ids["r"] in tail, f"{ids} repeated, but neither record was replayed"
+
+
+def test_a_second_worker_joining_mid_stream_gives_the_oracles_output(kafka, topic_factory, tmp_path):
+    rng = random.Random(8)
+    n = 1_000
+    left = [(f"k{rng.randrange(20)}", T0 + i * 40 + rng.randrange(2_000), i) for i in range(n)]
+    right = [(f"k{rng.randrange(20)}", T0 + i * 40 + rng.randrange(2_000), 10_000 + i) for i in range(n)]
+    left_topic, right_topic = topic_factory(partitions=4), topic_factory(partitions=4)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    name = f"sjw-{uuid.uuid4().hex[:8]}"
+    kafka.created.extend([out, f"{name}-cv-repartition", f"{name}-cv-changelog"])
+
+    def build(worker: int) -> App:
+        app = App(name, brokers=kafka.bootstrap, commit_interval="200ms", state_dir=tmp_path / f"w{worker}")
+        clicks = app.stream(left_topic).key_by(lambda e: e["k"])
+        views = app.stream(right_topic).key_by(lambda e: e["k"])
+        clicks.join(views, pair, within="3s", grace="1h", how="outer", name="cv").to(out)
+        return app
+
+    half = n // 2
+    kafka.produce(left_topic, records(left[:half]))
+    kafka.produce(right_topic, records(right[:half]))
+    first = build(1)
+    with running(first) as one:
+        wait_for(lambda: join_topic_size(kafka, name, "cv", 4) >= 2 * half, what="first half in", outcome=one)
+        second = build(2)  # joins: partitions of the join topic move, their state is restored on w2
+        with running(second) as two:
+            kafka.produce(left_topic, records(left[half:]))
+            kafka.produce(right_topic, records(right[half:]))
+            wait_for(lambda: join_topic_size(kafka, name, "cv", 4) >= 2 * n, what="all in", outcome=two)
+            wait_for(
+                lambda: all_committed(kafka, name, {left_topic: 4, right_topic: 4}, 2 * n, 4),
+                what="all processed",
+                outcome=two,
+            )
+            flush_all(kafka, left_topic)
+            expected = fast_oracle(left, right, WITHIN)
+            kafka.drain(out, expected=sum(expected.values()), timeout=90, idle=5)
+            time.sleep(2)  # nothing more may come
+            got = outputs(kafka.drain(out, timeout=30, idle=3))
+            assert "error" not in one and "error" not in two
+    assert first.stats.records_in > 0 and second.stats.records_in > 0
+    assert not set(got) - set(expected), "outputs the oracle does not have"
+    assert not expected - got, f"{sum((expected - got).values())} outputs missing"
+    assert got == expected  # a rebalance commits what it revokes: nothing repeats
