@@ -21,6 +21,8 @@ cannot make the result depend on batching):
   or not it was emitted yet).
 - A record whose own window is closed when it arrives is late: it joins nothing,
   is never emitted, and is counted (and dropped), as late records of windows are.
+- ``offset`` (the record's offset in the join topic) identifies a buffered record: a
+  record processed again after a crash joins again but is buffered once.
 
 Example:
     >>> logic = JoinLogic(JoinSpec.parse("left", within="5s", grace="0s"), lambda l, r: (l, r))
@@ -161,7 +163,11 @@ class JoinLogic(GroupLogic):
             out.append((t if t > ts else ts, joined))
             if not entry[2]:
                 others[i] = [t, entry[1], 1, entry[3]]
-        mine.append([ts, value, 1 if out else 0, offset])
+        if not any(e[3] == offset for e in mine):
+            mine.append([ts, value, 1 if out else 0, offset])
+        # else: the state restored after a crash already holds this record (its offset was not
+        # committed): joined again (at-least-once), but buffered once, so it cannot come out
+        # unmatched although it joined
         return {side: mine, other_side: others}, out
 
     def close(self, state: State, stream_time: int) -> tuple[State | None, list[Unmatched]]:  # type: ignore[override]

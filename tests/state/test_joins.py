@@ -64,10 +64,10 @@ def _drive(records: list[Rec], spec: JoinSpec, cuts: list[int]) -> Counter:
     for end in bounds:
         batch = records[start:end]
         start = end
-        for offset, (side, key, ts, i) in enumerate(batch):
+        for side, key, ts, i in batch:
             stream_time = max(stream_time, ts)
             state = orjson.loads(states[key]) if key in states else None
-            added = logic.add(state, side, ts, i, stream_time, offset)
+            added = logic.add(state, side, ts, i, stream_time, i)  # the id as the join topic offset
             if added is None:
                 continue
             new, joined = added
@@ -137,6 +137,18 @@ def test_a_failing_function_leaves_the_state_as_it_was():
     with pytest.raises(ValueError, match="boom"):
         logic.add(state, "r", 12, "y", 12, 1)
     assert orjson.dumps(state) == before
+
+
+def test_a_record_processed_again_after_a_crash_joins_again_but_is_buffered_once():
+    logic = JoinLogic(JoinSpec("left", 5, 0), fn)
+    state, _ = logic.add(None, "l", 10, "x", 10, 7)
+    state, out = logic.add(state, "r", 12, "y", 12, 8)
+    assert out == [(12, ["x", "y"])]
+    again, out = logic.add(state, "l", 10, "x", 12, 7)  # offset 7 again: its commit was lost
+    assert out == [(12, ["x", "y"])]  # at-least-once: the pair repeats
+    assert len(again["l"]) == 1 and again["l"][0][2] == 1  # still one record, still matched
+    _left, unmatched = logic.close(again, 100)
+    assert unmatched == []  # it joined: never emitted as unmatched
 
 
 def test_join_spec_refuses_what_it_cannot_mean():
