@@ -21,7 +21,7 @@ import orjson
 
 from sluice.dataflow.joins import SIDE_HEADER, WindowJoin
 from sluice.dataflow.steps import EventTimed, Record
-from sluice.errors import RecordError
+from sluice.errors import FutureTimestampError, RecordError
 from sluice.runtime.failures import FailureRouter
 from sluice.runtime.stateful import KEY_TYPE_HEADER, AggregateNode, _key_bytes, _Pass
 from sluice.state.joins import JoinLogic
@@ -32,10 +32,6 @@ __all__ = ["JoinNode"]
 logger = logging.getLogger(__name__)
 
 _OWN_HEADERS = (SIDE_HEADER, KEY_TYPE_HEADER)
-
-
-class JoinSideMissing(RecordError):
-    """A record of a join topic without its side header (written there by something else than the join)."""
 
 
 class JoinOutput(EventTimed):
@@ -114,6 +110,14 @@ class JoinNode(AggregateNode):
         # a far-future record would close every buffered record of its partition at once
         self._max_future = DEFAULT_MAX_FUTURE
 
+    def _too_far(self, ts: int, limit: int) -> FutureTimestampError:
+        exc = super()._too_far(ts, limit)
+        # a join has no max_future= to raise: its limit is the windows' default
+        text = str(exc).replace(
+            ", or raise window(max_future=...)", " (a join refuses event times over 1h ahead)"
+        )
+        return FutureTimestampError(text)
+
     def _one(self, ctx: _Pass, record: Record) -> list[Record]:
         value, key, meta = record
         ts = meta.timestamp()[1]
@@ -174,4 +178,4 @@ def _side(meta: Any) -> str:
         f"the record {meta.topic()}[{meta.partition()}]@{meta.offset()} has no {SIDE_HEADER!r} header: "
         "a join topic takes only records its join wrote (replay dead letters of a join with their headers)"
     )
-    raise JoinSideMissing(msg)
+    raise RecordError(msg)

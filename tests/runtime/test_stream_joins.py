@@ -375,3 +375,28 @@ def test_a_second_worker_joining_mid_stream_gives_the_oracles_output(kafka, topi
     assert not set(got) - set(expected), "outputs the oracle does not have"
     assert not expected - got, f"{sum((expected - got).values())} outputs missing"
     assert got == expected  # a rebalance commits what it revokes: nothing repeats
+
+
+def test_a_record_far_in_the_future_is_dead_lettered_before_it_closes_every_window(
+    kafka, topic_factory, tmp_path
+):
+    left_topic, right_topic = topic_factory(partitions=1), topic_factory(partitions=1)
+    out, dlq = f"out-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    name = f"sj-{uuid.uuid4().hex[:8]}"
+    kafka.created.extend([out, dlq, f"{name}-fut-repartition", f"{name}-fut-changelog"])
+    app = App(name, brokers=kafka.bootstrap, commit_interval="200ms", state_dir=tmp_path / name)
+    app.on_error(dead_letter=dlq)
+    lefts = app.stream(left_topic, timestamp=lambda e: e["ts"])  # event time from the payload
+    lefts.join(app.stream(right_topic), pair, within="1s", how="left", name="fut").to(out)
+    future = int(time.time() * 1000) + 3 * 3_600_000
+    with running(app) as outcome:
+        kafka.produce(left_topic, [(b"a", orjson.dumps({"id": 1, "ts": T0}))])
+        kafka.produce(left_topic, [(b"a", orjson.dumps({"id": 2, "ts": future}))])
+        letters = kafka.drain(dlq, expected=1, timeout=60)
+        kafka.produce(right_topic, [(b"a", orjson.dumps({"id": 11}), {"timestamp": T0 + 500})])
+        got = kafka.drain(out, expected=1, timeout=60)
+        assert "error" not in outcome
+    assert [orjson.loads(r.value)["id"] for r in letters] == [2]
+    assert dict(letters[0].headers)["sluice.error.exception"] == b"FutureTimestampError"
+    # stream time did not move: the record at T0 was still open and joined
+    assert [orjson.loads(r.value) for r in got] == [{"l": 1, "r": 11}]
