@@ -25,6 +25,7 @@ import orjson
 
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
+from sluice.dataflow.joins import WindowJoin
 from sluice.dataflow.keyed import KeyedState
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
@@ -37,6 +38,7 @@ from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.collector import size_checked
 from sluice.runtime.failures import FailureRouter, IndexedFailure
 from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
+from sluice.runtime.joins import JoinNode
 from sluice.runtime.keyed_state import StateNode
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
@@ -506,7 +508,11 @@ class Executor:
             node.emit.wait = self.wait_until_available
             self.emitters.append(node.emit)
         if isinstance(step, Aggregate):
-            kind = StateNode if isinstance(step, KeyedState) else AggregateNode
+            kind: type[AggregateNode] = AggregateNode
+            if isinstance(step, KeyedState):
+                kind = StateNode
+            elif isinstance(step, WindowJoin):
+                kind = JoinNode
             node.aggregate = kind(step, self._app, self._state_dir, produce, poll, self._router)
             node.aggregate.input_topics = set(source.topics)
             self.aggregates.append(node.aggregate)

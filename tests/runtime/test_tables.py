@@ -219,8 +219,8 @@ def test_join_api_refuses_what_a_table_join_cannot_do(kafka):
         orders.join(users, merge, on=lambda o: o["user"])
     with pytest.raises(ConfigError, match="stream-stream"):
         orders.join(users, merge, within="5m")
-    with pytest.raises(NotImplementedError, match="stream-stream joins"):
-        orders.join(app.stream("other"), merge, within="5m")
+    with pytest.raises(ConfigError, match="needs within="):  # a stream: a stream-stream join
+        orders.join(app.stream("other"), merge)
 
 
 def test_table_updates_keep_flowing_while_the_app_runs(kafka, topic_factory, tmp_path):
