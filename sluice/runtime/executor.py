@@ -908,6 +908,11 @@ class Executor:
         for node in self.aggregates:
             node.flush()
 
+    @property
+    def held_records(self) -> int:
+        """Source records whose batches wait only for an aggregation's changelog flush (about)."""
+        return sum(node.held_records for node in self.aggregates) if self.aggregates else 0
+
     def limit_sizes(self, limits: dict[str, int]) -> None:
         """Refuse outputs above their topic's size limit before producing them (``size_checked``)."""
         self._limits = limits
