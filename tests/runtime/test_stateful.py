@@ -382,3 +382,51 @@ def test_a_stream_time_jump_closing_thousands_of_windows_reports_each_once_in_ch
     counts = Counter(v["key"] for v in got)
     assert len(got) == len(users) and set(counts) == set(users), "every window reported once"
     assert all(v["value"] == 1 for v in got)
+
+
+def test_the_record_cache_writes_a_hot_key_once_per_flush_and_its_held_batches_do_not_pause(
+    kafka, topic_factory, tmp_path, monkeypatch
+):
+    from sluice.state.store import PartitionStore
+
+    writes: Counter = Counter()
+    apply = PartitionStore.apply
+
+    def counting_apply(self, states, index, stream_time=None):
+        writes.update(states)
+        return apply(self, states, index, stream_time)
+
+    monkeypatch.setattr(PartitionStore, "apply", counting_apply)
+    src = topic_factory(partitions=1)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    users = [f"u{i % 3}" for i in range(1_000)]
+    kafka.produce(src, [event(u, T0 + i) for i, u in enumerate(users)])
+    # batches of 50 held for a changelog flush every 10 s: 20 batches, far past max_in_flight
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    app = App(
+        name,
+        brokers=kafka.bootstrap,
+        commit_interval="10s",
+        state_dir=tmp_path / name,
+        max_poll_records=50,
+        max_in_flight=200,
+    )
+    app.stream(src).key_by(lambda e: e["user"]).window(tumbling="1h").count(name="hot").final().to(out)
+    internal_topics(kafka, app, "hot", out)
+    with running(app) as outcome:
+        wait_for(
+            lambda: app.stats and app.stats.records_in >= len(users), what="all counted", outcome=outcome
+        )
+        assert app.stats.batches >= 10, app.stats.batches
+        counting = dict(writes)
+        paused = app.stats.paused
+        kafka.produce(src, [event("flush", T0 + 2 * 3_600_000)])
+        got = values(kafka.drain(out, expected=3, timeout=60))
+        assert "error" not in outcome
+    # one write per key per flush (the first flush may come with the 10 s commit), not one per batch
+    assert all(n <= 1 for n in counting.values()), counting
+    assert paused == 0, "batches held for the changelog paused the partitions"
+    start = T0 - T0 % 3_600_000
+    assert sorted((v["key"], v["start"], v["value"]) for v in got) == [
+        (u, start, n) for u, n in sorted(Counter(users).items())
+    ]
