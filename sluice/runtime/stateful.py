@@ -302,16 +302,21 @@ class AggregateNode:
         step = self.step
         out: list[Record] = []
         one = partial(self._one, ctx)
-        for record in records:
-            try:
-                out.extend(one(record))
-            except FutureTimestampError as exc:
+        start = 0
+        while start < len(records):
+            stopped = self._fold(ctx, records, start, out)
+            if stopped is None:
+                break
+            failed, exc = stopped
+            record = records[failed]
+            if isinstance(exc, FutureTimestampError):
                 self._refuse_future(record, exc, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to the failure policy
+            else:  # handed to the failure policy, which may run the record again
                 recovered = self._router.handle(
                     "process", step.name, step.on_error, [(0, record, exc)], one, batch
                 )
                 out.extend(recovered.get(0, ()))
+            start = failed + 1
         trigger = records[-1][2]
         for closed in self._close_due(ctx, partition, trigger):
             out.extend(closed)
@@ -322,7 +327,57 @@ class AggregateNode:
         if out:
             yield out
 
+    def _fold(
+        self, ctx: _Pass, records: list[Record], start: int, out: list[Record]
+    ) -> tuple[int, Exception] | None:
+        """``_one`` over ``records[start:]`` as one loop, appending to ``out``.
+
+        Stops at the first record that raises, with its index and the exception; its
+        state changes are those ``_one`` would have made before raising.
+        """
+        extract = self.step.aggregation.extract
+        add = self.logic.add
+        load = self._load
+        states, changed, touched = ctx.states, ctx.changed, ctx.touched
+        limit = ctx.future_limit
+        check, final = self._check_state, self._final
+        i = start
+        try:
+            for i in range(start, len(records)):
+                record = records[i]
+                value, key, meta = record
+                ts = meta.timestamp()[1]
+                if ts > limit:
+                    raise self._too_far(ts, limit)
+                extracted = extract(value)
+                kb = key.encode() if type(key) is str else _key_bytes(key)
+                state = states[kb] if kb in states else load(ctx, kb)
+                stream_time = ts if ts > ctx.stream_time else ctx.stream_time
+                added = add(state, ts, extracted, stream_time)
+                if added is None:
+                    ctx.stream_time = stream_time
+                    self._on_late(record, kb, ts, ctx.batch)
+                    continue
+                new, updates = added
+                if "k" not in new:
+                    new["k"] = _key_out(key, meta)
+                if check:
+                    orjson.dumps(
+                        self.logic.to_json(new)
+                    )  # an accumulator that cannot be stored fails this record
+                states[kb] = new
+                changed.add(kb)
+                touched.add(kb)
+                ctx.stream_time = stream_time
+                if not final:
+                    k_out = new["k"]
+                    out.extend([self._output(k_out, kb, s, e, v, meta, ts) for s, e, v in updates])
+        except Exception as exc:  # noqa: BLE001 - the caller hands the record to its failure policy
+            return i, exc
+        return None
+
     def _one(self, ctx: _Pass, record: Record) -> list[Record]:
+        """One record into its group's state (the failure policy's retries run records this way)."""
         value, key, meta = record
         ts = meta.timestamp()[1]
         if ts > ctx.future_limit:

@@ -433,3 +433,43 @@ def test_the_record_cache_writes_a_hot_key_once_per_flush_and_its_held_batches_d
     assert sorted((v["key"], v["start"], v["value"]) for v in got) == [
         (u, start, n) for u, n in sorted(Counter(users).items())
     ]
+
+
+def test_failures_in_a_fused_chain_into_a_window_meet_the_policy_once_and_keep_offset_order(
+    kafka, topic_factory, tmp_path
+):
+    src = topic_factory(partitions=1)
+    out, dlq = f"out-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    records = [
+        (b"a", orjson.dumps({"user": "a", "n": 1}), {"timestamp": T0}),
+        (b"a", b'{"user": "a", "n": ', {"timestamp": T0 + 1}),  # not JSON: deserialization fails
+        (b"a", orjson.dumps({"user": "a", "n": 2}), {"timestamp": T0 + 2}),
+        (b"a", orjson.dumps({"user": "a"}), {"timestamp": T0 + 3}),  # the filter raises (no "n")
+        (b"b", orjson.dumps({"user": "b", "n": 3}), {"timestamp": T0 + 4}),
+        (b"x", orjson.dumps({"n": 4}), {"timestamp": T0 + 5}),  # key_by raises (no "user")
+        (b"a", orjson.dumps({"user": "a", "n": 0}), {"timestamp": T0 + 6}),  # filtered out
+        (b"a", orjson.dumps({"user": "a", "n": 5}), {"timestamp": T0 + 7}),
+    ]
+    kafka.produce(src, records)
+    app = make_app(kafka, tmp_path)
+    app.on_error(retries=0, dead_letter=dlq)
+    (
+        app.stream(src)
+        .filter(lambda e: e["n"] > 0)
+        .key_by(lambda e: e["user"], repartition=False)
+        .window(tumbling="1m")
+        .sum(lambda e: e["n"], name="total")
+        .current()
+        .to(out)
+    )
+    internal_topics(kafka, app, "total", out, dlq)
+    with running(app) as outcome:
+        got = values(kafka.drain(out, expected=4, timeout=60))
+        letters = kafka.drain(dlq, expected=3, idle=2, timeout=60)
+        assert "error" not in outcome
+        plans = app._runner.executor._plans.values()
+        assert any(plan.fused_aggregate is not None for plan in plans), "the chain into the window is fused"
+    assert [(v["key"], v["value"]) for v in got] == [("a", 1), ("a", 3), ("b", 3), ("a", 8)]
+    steps = sorted(dict(r.headers)["sluice.error.step"] for r in letters)
+    assert len(letters) == 3 and steps[0].startswith(b"deserialize"), steps
+    assert sorted(int(dict(r.headers)["sluice.error.offset"]) for r in letters) == [1, 3, 5]
