@@ -206,6 +206,8 @@ class AggregateNode:
     ) -> None:
         self.step = step
         self.logic: GroupLogic = logic_for(step.aggregation, step.windows)
+        #: ``_fold`` is ``_one`` inlined: a subclass with its own ``_one`` runs records through that
+        self._inlined = type(self)._one is AggregateNode._one
         self.changelog = changelog_topic(app, step.store)
         self.directory = state_dir / step.store
         self.stores: dict[int, PartitionStore] = {}
@@ -303,8 +305,9 @@ class AggregateNode:
         out: list[Record] = []
         one = partial(self._one, ctx)
         start = 0
+        fold = self._fold if self._inlined else self._fold_each
         while start < len(records):
-            stopped = self._fold(ctx, records, start, out)
+            stopped = fold(ctx, records, start, out)
             if stopped is None:
                 break
             failed, exc = stopped
@@ -317,6 +320,9 @@ class AggregateNode:
                 )
                 out.extend(recovered.get(0, ()))
             start = failed + 1
+        if not self._inlined:
+            # a subclass's _one marks states changed, not touched: their close times are tracked all the same
+            ctx.touched.update(ctx.changed)
         trigger = records[-1][2]
         for closed in self._close_due(ctx, partition, trigger):
             out.extend(closed)
@@ -372,6 +378,18 @@ class AggregateNode:
                 if not final:
                     k_out = new["k"]
                     out.extend([self._output(k_out, kb, s, e, v, meta, ts) for s, e, v in updates])
+        except Exception as exc:  # noqa: BLE001 - the caller hands the record to its failure policy
+            return i, exc
+        return None
+
+    def _fold_each(
+        self, ctx: _Pass, records: list[Record], start: int, out: list[Record]
+    ) -> tuple[int, Exception] | None:
+        """``_fold`` through ``_one``, record by record (a subclass's own ``_one``)."""
+        i = start
+        try:
+            for i in range(start, len(records)):
+                out.extend(self._one(ctx, records[i]))
         except Exception as exc:  # noqa: BLE001 - the caller hands the record to its failure policy
             return i, exc
         return None
