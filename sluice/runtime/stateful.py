@@ -208,6 +208,8 @@ class AggregateNode:
         self.logic: GroupLogic = logic_for(step.aggregation, step.windows)
         #: ``_fold`` is ``_one`` inlined: a subclass with its own ``_one`` runs records through that
         self._inlined = type(self)._one is AggregateNode._one
+        #: a subclass's own ``_close_group`` marks states changed: the record cache tracks their close times
+        self._own_close = type(self)._close_group is AggregateNode._close_group
         self.changelog = changelog_topic(app, step.store)
         self.directory = state_dir / step.store
         self.stores: dict[int, PartitionStore] = {}
@@ -554,6 +556,8 @@ class AggregateNode:
                     continue  # changed since the last write: its close time is the cache's, closed below
                 out.extend(self._close_group(ctx, kb, trigger))
                 closed_here.append(kb)
+                if not self._own_close:
+                    ctx.touched.add(kb)
             if len(chunk) == CLOSE_CHUNK and closed_here:
                 # more may follow: make this chunk durable and let it go before reading the next
                 self._buffer_states(partition, ctx)
@@ -563,14 +567,21 @@ class AggregateNode:
                     ctx.states.pop(kb, None)
                     ctx.loaded_close.pop(kb, None)
                     closes.pop(kb, None)
+                    ctx.touched.discard(kb)
             if out:
                 yield out
         out = []
         due = ctx.due
-        while due and due[0][0] <= stream_time:
-            close, kb = heapq.heappop(due)
-            if closes.get(kb) == close:  # else stale: the state changed since
-                out.extend(self._close_group(ctx, kb, trigger))
+        while True:
+            while due and due[0][0] <= stream_time:
+                close, kb = heapq.heappop(due)
+                if closes.get(kb) == close:  # else stale: the state changed since
+                    out.extend(self._close_group(ctx, kb, trigger))
+                    if not self._own_close:
+                        ctx.touched.add(kb)
+            if self._own_close or not ctx.touched:
+                break
+            ctx.note_closes(self.logic.next_close)
         if out:
             yield out
 
