@@ -35,6 +35,7 @@ class Contender:
     ``--records`` (else the harness sends SIGTERM once the output is complete).
     ``venv``: the peer's own virtualenv, built by ``make bench-peers``.
     ``workers``: how many ``first_consumed`` lines mean the whole group is consuming.
+    ``cwd``: run in this directory instead of the suite's (``--sluice-ref``: another commit's sluice).
     """
 
     name: str
@@ -46,6 +47,7 @@ class Contender:
     required: bool = False
     #: processes that consume (``--workers N``): the latency run starts once each one has
     workers: int = 1
+    cwd: Path | None = None
 
     def python(self) -> Path | None:
         return BENCH / f".venv-{self.venv}" / "bin" / "python" if self.venv else None

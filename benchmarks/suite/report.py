@@ -86,7 +86,8 @@ def markdown(data: dict) -> str:
         "",
         f"Machine: {data['machine']['nproc']} cores ({data['machine']['cpu']}), Python {data['machine']['python']}, "
         f"Kafka {data['machine']['kafka']} (one local broker, shared), librdkafka {data['machine']['librdkafka']}. "
-        f"sluice: {data['machine']['sluice_code']}.",
+        f"sluice: {data['machine']['sluice_code']}."
+        + (f" sluice-ref: {data['machine']['sluice_ref']}." if data["machine"].get("sluice_ref") else ""),
         "",
         "Each contender runs alone in its own process(es), consumer group and output topic; "
         "its output is read back and checked (a wrong output is marked WRONG and gets no rate). "

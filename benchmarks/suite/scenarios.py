@@ -214,7 +214,7 @@ def _latency_one(c: Contender, sizes: Sizes, cwd: Path, brokers: str = BROKERS) 
         "--records",
         str(10**12),
     ]
-    run = Running(c.argv("latency", common), cwd, c.env("latency", brokers, topic, output, group))
+    run = Running(c.argv("latency", common), c.cwd or cwd, c.env("latency", brokers, topic, output, group))
     try:
 
         def ready() -> bool:
