@@ -225,6 +225,17 @@ def test_exactly_once_single_process_commits_outputs_state_and_offsets_together(
             what="committed",
             outcome=outcome,
         )
+        # the counting stage reads the repartition topic after the source: wait until it has
+        # committed up to that topic's end (its last offset is a transaction marker)
+        repartition = f"{app.name}-c-repartition"
+        wait_for(
+            lambda: all(
+                end == 0 or kafka.committed(app.group_id, repartition, 2)[p] >= end - 1
+                for p, end in kafka.end_offsets(repartition, 2).items()
+            ),
+            what="the counting stage caught up",
+            outcome=outcome,
+        )
     assert app.stats.commits >= 1
     duplicates, out_of_sequence = check(read_committed(kafka, ids), read_committed(kafka, counts), n)
     assert (duplicates, out_of_sequence) == (0, 0)
