@@ -168,7 +168,6 @@ CONTENDERS: dict[str, Contender] = {
             "ceiling",
             "librdkafka consume-only (ceiling)",
             {"*": "benchmarks.contenders.ceiling"},
-            unsupported={"join": "consume-only: it reads one topic, there is nothing to join"},
             self_exit=True,
             required=True,
         ),
