@@ -1,6 +1,6 @@
 """The benchmark suite: sluice against the systems users would pick instead, in one run.
 
-Scenarios (``benchmarks.suite.scenarios``): stateless, windowed, io, latency, memory.
+Scenarios (``benchmarks.suite.scenarios``): stateless, windowed, io, latency, memory, join.
 Contenders (``benchmarks.suite.contenders``): sluice (one process and ``--workers 2``),
 a hand-written confluent-kafka loop, the librdkafka consume-only ceiling, the seed
 kafka-python loop, Quix Streams, Faust, Bytewax, FastStream and Kafka Streams; each
@@ -115,6 +115,8 @@ def _scaled(args: argparse.Namespace) -> Sizes:
         latency_seconds=max(5.0, FULL.latency_seconds * s),
         memory=int(FULL.memory * s),
         memory_cap_s=max(10.0, FULL.memory_cap_s * s),
+        join=int(FULL.join * s),
+        join_keys=max(100, int(FULL.join_keys * s)),
     )
 
 

@@ -13,6 +13,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "io": ("msg_per_s", "records/s", True),
     "latency": ("p99", "p99 ms", False),
     "memory": ("peak_rss_mb", "peak RSS MB", False),
+    "join": ("msg_per_s", "msg/s", True),
 }
 
 
