@@ -108,7 +108,7 @@ format:
 	$(VENV)/bin/ruff check --fix .
 
 # The benchmark suite (benchmarks/bench.py): sluice vs hand-written loops, the librdkafka ceiling and the
-# peers (Quix Streams, Faust, Bytewax, FastStream, Kafka Streams), five scenarios, every output checked.
+# peers (Quix Streams, Faust, Bytewax, FastStream, Kafka Streams), six scenarios, every output checked.
 # Each Python peer gets its own venv from benchmarks/peers/requirements-<peer>.txt (pinned), so none
 # becomes a dependency of sluice; Kafka Streams is built by Maven; matplotlib (charts) lives in .venv-plot.
 PEERS := quix faust bytewax faststream plot

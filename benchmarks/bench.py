@@ -1,6 +1,6 @@
 """The benchmark suite: sluice against the systems users would pick instead, in one run.
 
-Scenarios (``benchmarks.suite.scenarios``): stateless, windowed, io, latency, memory.
+Scenarios (``benchmarks.suite.scenarios``): stateless, windowed, io, latency, memory, join.
 Contenders (``benchmarks.suite.contenders``): sluice (one process and ``--workers 2``),
 a hand-written confluent-kafka loop, the librdkafka consume-only ceiling, the seed
 kafka-python loop, Quix Streams, Faust, Bytewax, FastStream and Kafka Streams; each
@@ -11,6 +11,7 @@ Usage:
     python -m benchmarks.bench                       # full sizes; writes benchmarks/results/<date>.*
     python -m benchmarks.bench --smoke               # tiny inputs, nothing saved; exit 1 on a wrong output
     python -m benchmarks.bench --scenarios stateless,latency --contenders sluice,hand,ceiling,quix
+    python -m benchmarks.bench --scenarios windowed --contenders sluice,hand --sluice-ref main   # before/after
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from pathlib import Path
 
 from benchmarks._harness import ROOT, snapshot
 from benchmarks.stateless import machine_facts
-from benchmarks.suite.contenders import CONTENDERS, SCENARIOS, plan
+from benchmarks.suite.contenders import CONTENDERS, SCENARIOS, Contender, plan
 from benchmarks.suite.report import markdown, ratios, sluice_rank
 from benchmarks.suite.scenarios import FULL, SMOKE, Sizes, run_scenario
 
@@ -57,6 +58,7 @@ def _default_version(contender: str, facts: dict) -> str:
         "floor": client,
         "ceiling": client,
         "kafka-python": f"kafka-python {facts['kafka_python']}",
+        "sluice-ref": f"sluice {facts.get('sluice_ref', '')}",
     }.get(contender, "")
 
 
@@ -77,6 +79,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--latency-rate", type=int, default=None, help="records/s of the latency scenario (default 10,000)"
     )
     p.add_argument("--no-save", action="store_true")
+    p.add_argument(
+        "--sluice-ref",
+        help="also run sluice (one process) from this git commit, as contender sluice-ref (same run, same input)",
+    )
     p.add_argument(
         "--profile", action="store_true", help="profile sluice (pyinstrument) where it is not first"
     )
@@ -109,6 +115,8 @@ def _scaled(args: argparse.Namespace) -> Sizes:
         latency_seconds=max(5.0, FULL.latency_seconds * s),
         memory=int(FULL.memory * s),
         memory_cap_s=max(10.0, FULL.memory_cap_s * s),
+        join=int(FULL.join * s),
+        join_keys=max(100, int(FULL.join_keys * s)),
     )
 
 
@@ -144,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="sluice-suite-"))
     facts = machine_facts()
     facts["sluice_code"] = snapshot(workdir, None)
+    ref: Contender | None = None
+    if args.sluice_ref:
+        facts["sluice_ref"] = snapshot(workdir / "ref", args.sluice_ref)
+        ref = replace(
+            CONTENDERS["sluice"], name="sluice-ref", label=f"sluice @ {args.sluice_ref}", cwd=workdir / "ref"
+        )
     stamp = dt.date.today().isoformat()
     print(
         f"suite ({'smoke' if args.smoke else 'full' if args.scale == 1 else f'scale {args.scale}'}): {command}"
@@ -164,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for scenario in _csv(args.scenarios):
             p = plan(scenario, _csv(args.contenders), workdir)
+            if ref is not None and CONTENDERS["sluice"] in p.run:
+                p.run.insert(p.run.index(CONTENDERS["sluice"]) + 1, ref)
             print(f"\n{scenario}: {sizes.describe()[scenario]}", flush=True)
             for name, why in p.skipped.items():
                 print(f"  {scenario:>9} {name:>13}: skipped: {why}")

@@ -23,6 +23,7 @@ AXES = {
     "io": ("msg_per_s", "records/s (higher is better)"),
     "latency": ("latency", "end-to-end latency, ms (lower is better)"),
     "memory": ("peak_rss_mb", "peak RSS, MB (lower is better)"),
+    "join": ("msg_per_s", "messages/s (higher is better)"),
 }
 
 

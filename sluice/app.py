@@ -70,6 +70,9 @@ class App:
             bounded whatever the backlog. A ``map_batch`` whose ``max_rows`` is above
             ``max_poll_records`` raises it to four of its frames at least: a pause drops
             what the client had prefetched.
+            Records that wait only for an aggregation's next changelog flush (their
+            states are in its bounded record cache) are not counted until the records in
+            flight reach 8 times this.
         concurrency: records processed at once per process (default 1: batch-at-a-time
             on the poll thread, the fastest for CPU-bound steps). Above 1, each record runs
             on one of ``concurrency`` worker threads (``async def`` steps on an event loop),

@@ -3,7 +3,7 @@
 Every contender is ``python -m benchmarks.contenders.<name> --input T --output O
 --group G --records N``: it consumes ``N`` records of ``T`` (a fresh consumer group,
 from the earliest offset), keeps the clicks, writes ``{"id", "page", "user"}`` to
-``O``, and exits (``--scenario windowed``/``io``: see ``benchmarks.suite``; programs
+``O``, and exits (``--scenario windowed``/``io``/``join``: see ``benchmarks.suite``; programs
 of other frameworks run until the harness sends SIGTERM). It prints JSON lines on
 stdout: ``{"first_consumed": t}`` as soon as it has its first record (``time.monotonic()``, a system-wide clock on Linux, so the
 parent can compare it with its own) and a final summary line with its peak RSS.
@@ -32,7 +32,7 @@ __all__ = [
 
 #: what a contender program can be asked to run ("latency" and "memory" are the
 #: stateless pipeline, run until SIGTERM; only the ceiling treats them differently)
-SCENARIOS = ("stateless", "windowed", "io", "latency", "memory")
+SCENARIOS = ("stateless", "windowed", "io", "latency", "memory", "join")
 #: the stateless pipelines: filter + map (light), or the cleaning of ``benchmarks._heavy`` (heavy)
 PIPELINES = ("light", "heavy")
 #: the tumbling window of scenario "windowed"
@@ -73,7 +73,12 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
         "--scenario",
         choices=SCENARIOS,
         default="stateless",
-        help="stateless: filter+map+to; windowed: tumbling 1m count per key; io: a 20 ms handler",
+        help="stateless: filter+map+to; windowed: tumbling 1m count per key; io: a 20 ms handler; "
+        "join: each record enriched with its user's row of --table",
+    )
+    parser.add_argument(
+        "--table",
+        help="scenario join: the table topic (user id -> row) the --input records are enriched from",
     )
     parser.add_argument("--concurrency", type=int, default=64, help="records at once (scenario io)")
     parser.add_argument(

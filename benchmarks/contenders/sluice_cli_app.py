@@ -35,6 +35,7 @@ def _app_from_env() -> App:
         output=env.get("SLUICE_BENCH_OUTPUT", "sluice-bench-unset-out"),
         group=env.get("SLUICE_BENCH_GROUP", "sluice-bench-unset"),
         concurrency=int(env.get("SLUICE_BENCH_CONCURRENCY", "64")),
+        pipeline="light",  # sluice_pipeline.build reads it (--pipeline heavy is not run with --workers)
     )
     built = BUILDERS[env.get("SLUICE_BENCH_SCENARIO", "stateless")](args)
     if "SLUICE_WORKER_INDEX" in env:

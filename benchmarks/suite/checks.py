@@ -8,8 +8,9 @@ import orjson
 
 from benchmarks._kafka import read_topic, verify_output
 from benchmarks.contenders import WINDOW_MS
+from benchmarks.suite.data import join_row, join_user
 
-__all__ = ["Check", "check_clicks", "check_io", "check_windows"]
+__all__ = ["Check", "check_clicks", "check_io", "check_join", "check_windows"]
 
 
 @dataclass(frozen=True)
@@ -103,4 +104,40 @@ def check_io(topic: str, partitions: int, records: int) -> Check:
         False,
         f"WRONG: {len(seen)} records for {records}, {missing} missing, {duplicates} duplicates, "
         f"{violations} per-key order violations, {malformed} malformed",
+    )
+
+
+def check_join(topic: str, partitions: int, records: int, keys: int) -> Check:
+    """Join output: one ``{"id", "user", "amount", "name", "tier"}`` per input id, each with its user's row.
+
+    Every output is checked against ``join_row(join_user(id))`` (the input's own
+    function); a row of ``None`` (a left join that found nothing) counts as a miss.
+    """
+    seen: set[int] = set()
+    duplicates = malformed = wrong = misses = 0
+    for msg in read_topic(topic, partitions):
+        try:
+            v = orjson.loads(msg.value())
+            ident, user, name, tier = v["id"], v["user"], v["name"], v["tier"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            malformed += 1
+            continue
+        if ident in seen:
+            duplicates += 1
+            continue
+        seen.add(ident)
+        if name is None:
+            misses += 1
+            continue
+        k = join_user(ident, keys)
+        if user != f"u{k}" or {"name": name, "tier": tier} != join_row(k) or v.get("amount") != ident % 100:
+            wrong += 1
+    missing = records - len(seen & set(range(records)))
+    ok = not (duplicates or malformed or wrong or misses or missing)
+    if ok:
+        return Check(True, f"ok ({len(seen)} records, every one enriched with its user's row)")
+    return Check(
+        False,
+        f"WRONG: {len(seen)} records for {records}, {missing} missing, {misses} without their row, "
+        f"{wrong} wrong rows, {duplicates} duplicates, {malformed} malformed",
     )

@@ -14,7 +14,7 @@ BENCH = ROOT / "benchmarks"
 KSTREAMS = BENCH / "peers" / "kafka-streams"
 
 #: the suite's scenarios, in run order
-SCENARIOS = ("stateless", "windowed", "io", "latency", "memory")
+SCENARIOS = ("stateless", "windowed", "io", "latency", "memory", "join")
 #: the program scenario each suite scenario runs
 PROGRAM = {
     "stateless": "stateless",
@@ -22,6 +22,7 @@ PROGRAM = {
     "io": "io",
     "latency": "stateless",
     "memory": "stateless",
+    "join": "join",
 }
 
 
@@ -35,6 +36,7 @@ class Contender:
     ``--records`` (else the harness sends SIGTERM once the output is complete).
     ``venv``: the peer's own virtualenv, built by ``make bench-peers``.
     ``workers``: how many ``first_consumed`` lines mean the whole group is consuming.
+    ``cwd``: run in this directory instead of the suite's (``--sluice-ref``: another commit's sluice).
     """
 
     name: str
@@ -46,6 +48,7 @@ class Contender:
     required: bool = False
     #: processes that consume (``--workers N``): the latency run starts once each one has
     workers: int = 1
+    cwd: Path | None = None
 
     def python(self) -> Path | None:
         return BENCH / f".venv-{self.venv}" / "bin" / "python" if self.venv else None
@@ -111,6 +114,7 @@ class Contender:
 
 _EOS_ONLY = "the exactly-once cost is measured on the stateless pipeline (benchmarks.exactly_once)"
 _FLOOR_ONLY = "a latency reference: it commits nothing, so its throughput is not comparable"
+_NO_JOIN = "no stream-table join program written for it"
 _NO_CONCURRENCY = "processes one record at a time per partition: no concurrent I/O to measure"
 
 CONTENDERS: dict[str, Contender] = {
@@ -123,11 +127,14 @@ CONTENDERS: dict[str, Contender] = {
                 "stateless": "benchmarks.contenders.sluice_pipeline",
                 "windowed": "benchmarks.contenders.sluice_windowed",
                 "io": "benchmarks.contenders.sluice_io",
+                "join": "benchmarks.contenders.sluice_join",
             },
             self_exit=True,
             required=True,
         ),
-        Contender("sluice-w2", "sluice --workers 2", {"*": "sluice"}, workers=2),
+        Contender(
+            "sluice-w2", "sluice --workers 2", {"*": "sluice"}, unsupported={"join": _NO_JOIN}, workers=2
+        ),
         Contender(
             "sluice-eos",
             "sluice exactly-once (one process)",
@@ -136,6 +143,7 @@ CONTENDERS: dict[str, Contender] = {
                 "windowed": _EOS_ONLY,
                 "io": _EOS_ONLY,
                 "memory": _EOS_ONLY,
+                "join": _EOS_ONLY,
             },
             self_exit=True,
         ),
@@ -146,6 +154,7 @@ CONTENDERS: dict[str, Contender] = {
                 "stateless": "benchmarks.contenders.hand_loop",
                 "windowed": "benchmarks.contenders.hand_windowed",
                 "io": "benchmarks.contenders.hand_io",
+                "join": "benchmarks.contenders.hand_join",
             },
             self_exit=True,
             required=True,
@@ -154,7 +163,7 @@ CONTENDERS: dict[str, Contender] = {
             "floor",
             "latency floor: consume(500, 10 ms) -> produce, no commit",
             {"stateless": "benchmarks.contenders.latency_floor"},
-            unsupported={s: _FLOOR_ONLY for s in ("stateless", "windowed", "io", "memory")},
+            unsupported={s: _FLOOR_ONLY for s in ("stateless", "windowed", "io", "memory", "join")},
             self_exit=True,
         ),
         Contender(
@@ -171,6 +180,7 @@ CONTENDERS: dict[str, Contender] = {
             unsupported={
                 "windowed": "the seed loop has no windows",
                 "io": "the seed loop is sequential: " + _NO_CONCURRENCY,
+                "join": "the seed loop has no tables",
             },
             self_exit=True,
         ),
@@ -181,19 +191,32 @@ CONTENDERS: dict[str, Contender] = {
             unsupported={"io": _NO_CONCURRENCY},
             venv="quix",
         ),
-        Contender("faust", "Faust (faust-streaming)", {"*": "benchmarks.peers.faust_peer"}, venv="faust"),
+        Contender(
+            "faust",
+            "Faust (faust-streaming)",
+            {"*": "benchmarks.peers.faust_peer"},
+            unsupported={"join": _NO_JOIN},
+            venv="faust",
+        ),
         Contender(
             "bytewax",
             "Bytewax",
             {"*": "benchmarks.peers.bytewax_peer"},
-            unsupported={"io": "one item at a time per worker: no concurrent I/O to measure"},
+            unsupported={
+                "io": "one item at a time per worker: no concurrent I/O to measure",
+                "join": _NO_JOIN,
+            },
             venv="bytewax",
         ),
         Contender(
             "faststream",
             "FastStream",
             {"*": "benchmarks.peers.faststream_peer"},
-            unsupported={"windowed": "stateless only (no windows)", "io": "stateless only in this suite"},
+            unsupported={
+                "windowed": "stateless only (no windows)",
+                "io": "stateless only in this suite",
+                "join": "stateless only (no tables)",
+            },
             venv="faststream",
         ),
         Contender(

@@ -1,4 +1,4 @@
-"""Inputs of the scenarios beyond ``benchmarks._kafka.produce_events``: windowed, io, paced (latency)."""
+"""Inputs of the scenarios beyond ``benchmarks._kafka.produce_events``: windowed, io, join, paced (latency)."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from benchmarks.contenders import WINDOW_MS
 __all__ = [
     "FLUSH_AFTER_MS",
     "SPAN_MS",
+    "JoinInput",
     "LatencyProbe",
     "WindowedInput",
+    "join_row",
+    "join_user",
     "produce_io",
+    "produce_join",
     "produce_windowed",
 ]
 
@@ -226,3 +230,65 @@ class LatencyProbe:
     def close(self) -> None:
         self._stop.set()
         self._reader.join(10)
+
+
+#: the join scenario's table rows and stream records are stamped from this long before "now"
+JOIN_START_BEFORE_NOW_MS = 60 * 60_000 // 2
+
+
+def join_user(i: int, keys: int) -> int:
+    """The user of stream record ``i``: scattered over the table, so lookups hit all of it."""
+    return (i * 7919) % keys
+
+
+def join_row(k: int) -> dict:
+    """Table row of user ``k`` (key ``u<k>``)."""
+    return {"name": f"user {k}", "tier": k % 3}
+
+
+@dataclass(frozen=True)
+class JoinInput:
+    """What ``produce_join`` wrote: ``keys`` table rows stamped ``base_ms``, then ``records`` stamped after."""
+
+    base_ms: int
+    records: int
+    keys: int
+
+
+def produce_join(table: str, stream: str, records: int, keys: int, brokers: str = BROKERS) -> JoinInput:
+    """The table topic first (``u<k>`` -> ``join_row(k)``), then the stream (``{"id", "user", "amount"}``).
+
+    Both are keyed by user id and partitioned by the Java clients' partitioner (murmur2), so
+    a key is in partition ``p`` of both topics (they are created with the same count). Table
+    rows are stamped ``base``, stream record ``i`` ``base + 1 + i // 10``: every record is
+    stamped after every row, so a time-synchronized join (Kafka Streams, sluice) or an as-of
+    join (Quix Streams) finds every row. ``base`` is recent (retention keeps it), in the past.
+    """
+    now = int(time.time() * 1000)
+    base = now - JOIN_START_BEFORE_NOW_MS
+    producer = input_producer(brokers, partitioner="murmur2_random")
+    errors: list[str] = []
+
+    def on_delivery(err, _msg) -> None:
+        if err is not None:
+            errors.append(str(err))
+
+    def send(topic: str, value: bytes, key: bytes, ts: int) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, timestamp=ts, on_delivery=on_delivery)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    dumps = orjson.dumps
+    for k in range(keys):
+        send(table, dumps(join_row(k)), f"u{k}".encode(), base)
+    _flush(producer, errors)
+    for i in range(records):
+        user = f"u{join_user(i, keys)}"
+        send(stream, dumps({"id": i, "user": user, "amount": i % 100}), user.encode(), base + 1 + i // 10)
+        if i % 10_000 == 0:
+            producer.poll(0)
+    _flush(producer, errors)
+    return JoinInput(base_ms=base, records=records, keys=keys)

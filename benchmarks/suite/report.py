@@ -13,6 +13,7 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "io": ("msg_per_s", "records/s", True),
     "latency": ("p99", "p99 ms", False),
     "memory": ("peak_rss_mb", "peak RSS MB", False),
+    "join": ("msg_per_s", "msg/s", True),
 }
 
 
@@ -86,7 +87,8 @@ def markdown(data: dict) -> str:
         "",
         f"Machine: {data['machine']['nproc']} cores ({data['machine']['cpu']}), Python {data['machine']['python']}, "
         f"Kafka {data['machine']['kafka']} (one local broker, shared), librdkafka {data['machine']['librdkafka']}. "
-        f"sluice: {data['machine']['sluice_code']}.",
+        f"sluice: {data['machine']['sluice_code']}."
+        + (f" sluice-ref: {data['machine']['sluice_ref']}." if data["machine"].get("sluice_ref") else ""),
         "",
         "Each contender runs alone in its own process(es), consumer group and output topic; "
         "its output is read back and checked (a wrong output is marked WRONG and gets no rate). "

@@ -119,7 +119,9 @@ def measure(
     create_topics([output], t.partitions, brokers)
     common = ["--brokers", brokers, "--input", t.input_topic, "--output", output, "--group", group]
     common += ["--records", str(t.records_arg or t.records), *(extra_args or [])]
-    run = Running(c.argv(scenario, common), cwd, c.env(scenario, brokers, t.input_topic, output, group))
+    run = Running(
+        c.argv(scenario, common), c.cwd or cwd, c.env(scenario, brokers, t.input_topic, output, group)
+    )
     watch = OffsetWatch(output, t.partitions, brokers)
     reached: float | None = None
     first: float | None = None

@@ -1,4 +1,4 @@
-"""The five scenarios: their inputs, their contenders' runs, their checks."""
+"""The six scenarios: their inputs, their contenders' runs, their checks."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from benchmarks._kafka import (
     unique_name,
 )
 from benchmarks.suite._proc import Running
-from benchmarks.suite.checks import Check, check_clicks, check_io, check_windows
+from benchmarks.suite.checks import Check, check_clicks, check_io, check_join, check_windows
 from benchmarks.suite.contenders import Contender
-from benchmarks.suite.data import LatencyProbe, produce_io, produce_windowed
+from benchmarks.suite.data import LatencyProbe, produce_io, produce_join, produce_windowed
 from benchmarks.suite.runner import Row, Target, cleanup_group_topics, measure, percentiles, row_from
 
 __all__ = ["FULL", "SMOKE", "Sizes", "run_scenario"]
@@ -43,6 +43,8 @@ class Sizes:
     latency_seconds: float
     memory: int
     memory_cap_s: float
+    join: int
+    join_keys: int
     #: a run whose output stopped growing this long is over (Kafka Streams emits on its 30 s commits)
     stall_s: float = 45.0
 
@@ -55,11 +57,14 @@ class Sizes:
             "end-to-end p50/p99 from produce() to the output's arrival",
             "memory": f"stateless pipeline on a {self.memory:,}-record backlog; peak RSS of the process tree "
             f"(run stopped {self.memory_cap_s:g} s after its first record if not done)",
+            "join": f"{self.join:,} JSON records keyed by user enriched from a {self.join_keys:,}-key table "
+            f"(its topic written first, both on {PARTITIONS} partitions), left join; the clock runs from the "
+            "first record of either topic (sluice: from its assignment) to the last output",
         }
 
 
-FULL = Sizes(1_000_000, 1_000_000, 10_000, 3_000, 200, 10_000, 60, 5_000_000, 60)
-SMOKE = Sizes(5_000, 5_000, 200, 300, 200, 1_000, 2, 20_000, 6, stall_s=40.0)
+FULL = Sizes(1_000_000, 1_000_000, 10_000, 3_000, 200, 10_000, 60, 5_000_000, 60, 1_000_000, 100_000)
+SMOKE = Sizes(5_000, 5_000, 200, 300, 200, 1_000, 2, 20_000, 6, 5_000, 500, stall_s=40.0)
 
 
 def _each(contenders: list[Contender], parallel: int, fn: Callable[[Contender], Row]) -> list[Row]:
@@ -196,6 +201,34 @@ def memory(
         delete_topics([topic])
 
 
+def join(
+    contenders: list[Contender], sizes: Sizes, cwd: Path, parallel: int, extra: list[str]
+) -> tuple[list[Row], dict]:
+    table, stream = unique_name("bench-in-join-table"), unique_name("bench-in-join")
+    create_topics([table, stream], PARTITIONS)
+    try:
+        t0 = time.monotonic()
+        data = produce_join(table, stream, sizes.join, sizes.join_keys)
+        input_seconds = round(time.monotonic() - t0, 1)
+        target = Target(
+            stream,
+            PARTITIONS,
+            sizes.join,
+            sizes.join,
+            lambda out: check_join(out, PARTITIONS, data.records, data.keys),
+            _timeout(sizes.join) * 2,
+            stall_seconds=sizes.stall_s,
+        )
+        rows = _each(
+            contenders,
+            parallel,
+            lambda c: measure("join", c, target, cwd, extra_args=["--table", table, *extra]),
+        )
+        return rows, {"input_seconds": input_seconds, "table_keys": data.keys}
+    finally:
+        delete_topics([table, stream])
+
+
 def _latency_one(c: Contender, sizes: Sizes, cwd: Path, brokers: str = BROKERS) -> Row:
     """One contender on its own fresh input topic, fed at a fixed rate."""
     topic, output = unique_name("bench-in-latency"), unique_name(f"bench-out-{c.name}")
@@ -214,7 +247,7 @@ def _latency_one(c: Contender, sizes: Sizes, cwd: Path, brokers: str = BROKERS) 
         "--records",
         str(10**12),
     ]
-    run = Running(c.argv("latency", common), cwd, c.env("latency", brokers, topic, output, group))
+    run = Running(c.argv("latency", common), c.cwd or cwd, c.env("latency", brokers, topic, output, group))
     try:
 
         def ready() -> bool:
@@ -291,6 +324,7 @@ SCENARIO_FUNCS = {
     "io": io,
     "latency": latency,
     "memory": memory,
+    "join": join,
 }
 
 

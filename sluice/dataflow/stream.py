@@ -30,6 +30,7 @@ from sluice.dataflow.grouped import (
     check_store_name,
     last_key_by,
 )
+from sluice.dataflow.joins import JoinSide, WindowJoin
 from sluice.dataflow.keyed import STATE_AGGREGATION, KeyedState, StateKind
 from sluice.dataflow.meta import MetaFilter, MetaFlatMap, MetaMap, MetaSink, WithHeaders, WithTimestamp
 from sluice.dataflow.steps import Aggregate, Filter, FlatMap, KeyBy, Map, MapBatch, Sink, Step, To
@@ -39,6 +40,7 @@ from sluice.errors.policy import ErrorPolicy, coerce_policy
 from sluice.serde import Format, _check_format
 from sluice.serde.registry import bind_format
 from sluice.state.aggregations import Aggregation
+from sluice.state.joins import JOIN_AGGREGATION, JoinHow, JoinSpec
 from sluice.state.windows import Windows
 
 __all__ = ["OnError", "Source", "Stream"]
@@ -66,6 +68,8 @@ class Source:
     counter: list[int] = field(default_factory=lambda: [0])
     #: the app's Schema Registry settings, for ``to(..., value="avro")`` and the like
     schema_registry: Any = None
+    #: the second input of a stream-stream join reading this internal source (its shape counts too)
+    joined: Source | None = None
     root: Stream = field(init=False)
 
     def __post_init__(self) -> None:
@@ -464,6 +468,41 @@ class Stream(Aggregations):
         check_late_topic(late)
         return WindowedStream(self, windows, late)
 
+    def _join_stream(
+        self,
+        other: Stream,
+        fn: Callable[[Any, Any], Any],
+        *,
+        how: JoinHow,
+        within: str | timedelta | None,
+        grace: str | timedelta | None,
+        name: str | None,
+    ) -> Stream:
+        """Both streams into one join topic, side-marked; the ``WindowJoin`` step below its source."""
+        self._check_fn(fn, "join")
+        spec = JoinSpec.parse(how, within=within, grace=grace)
+        if other.source.registry is not self.source.registry or other.source.app != self.source.app:
+            msg = f"join(): the other stream reads {other.source.topics} of another app; join streams of one app"
+            raise ConfigError(msg)
+        check_store_name(name, "join name")
+        store = name or f"join-{self._counter[0] + 1}"
+        internal = self.source.repartition(store)
+        internal.joined = other.source
+        topic = internal.topics[0]
+        for stream, side in ((self, "l"), (other, "r")):
+            marked = stream._add(
+                lambda label, side=side: JoinSide(label, side=side), "join_side", _Named(side), None
+            )
+            marked._to(topic, "json", None, None, None, repartition=True)
+        return internal.root._add(
+            lambda label: WindowJoin(
+                label, store, JOIN_AGGREGATION, None, "final", None, True, fn=fn, spec=spec
+            ),
+            "join",
+            fn,
+            None,
+        )
+
     def map_batch(
         self,
         fn: Callable[[Any], Any],
@@ -583,6 +622,22 @@ class Stream(Aggregations):
         joins on ``on(value)`` (default: the record key). A ``fn`` that raises sends the
         record through the failure policy (the dead-letter topic by default).
 
+        With another stream, a record of this stream (left) and one of ``other`` (right)
+        with the same key and timestamps at most ``within`` apart join: the output is
+        ``fn(left_value, right_value)``, keyed by the key and timestamped with the later
+        of the two; every such pair joins. ``how="left"`` also emits ``fn(left, None)``
+        for a left record that joined nothing, and ``how="outer"`` ``fn(None, right)``
+        for such right records too, once, when the record's window closes:
+        ``t + within + 1 + grace <= stream time`` (``t`` its timestamp; its window is
+        ``[t - within, t + within]``; stream time is per partition, the largest timestamp
+        seen). A record that arrives after its own window closed is late: it joins
+        nothing, and is dropped and counted. Both streams go through one internal topic
+        ``<app>-<name>-repartition`` (partitioned by key, as wide as the wider input: the
+        inputs need not be co-partitioned; values as JSON), and both sides are buffered
+        in a durable store with the changelog ``<app>-<name>-changelog``, restored on
+        reassignment and inside the transaction under exactly-once. See
+        ``docs/stream-joins.md``.
+
         Args:
             other: a ``Table`` or a ``Stream``.
             fn: ``fn(value, row) -> new value``.
@@ -590,7 +645,12 @@ class Stream(Aggregations):
             on: global tables: the lookup key of a value (str/bytes as is, else JSON).
             within: stream-stream joins: how far apart two records' timestamps may be.
             grace: stream-stream joins: how long a window waits for out-of-order records.
-            name: names the step, its state and its repartition topic.
+            name: names the step, its state and its repartition topic (stream-stream
+                joins: default ``join-<n>``; keep it fixed to keep the state).
+
+        Raises:
+            ConfigError: a stream-stream join without ``within``, an unknown ``how``, or
+                a stream of another app.
 
         Example:
             >>> from sluice import App
@@ -598,23 +658,14 @@ class Stream(Aggregations):
             >>> users = app.table("users", value="json")
             >>> enriched = app.stream("orders").join(users, lambda o, u: {**o, "user": u}, how="left")
             >>> _ = enriched.to("enriched")
+            >>> clicks = app.stream("clicks").key_by(lambda c: c["ad"])
+            >>> views = app.stream("views").key_by(lambda v: v["ad"])
+            >>> _ = clicks.join(views, lambda c, v: {**c, "viewed": v and v["ts"]}, within="5m", grace="10s",
+            ...                 how="left").to("click-views")
         """
         if isinstance(other, Stream):
             return self._join_stream(other, fn, how=how, within=within, grace=grace, name=name)
         return self._join_table(other, fn, how=how, on=on, within=within, grace=grace, name=name)
-
-    def _join_stream(
-        self,
-        other: Stream,
-        fn: Callable[[Any, Any], Any],
-        *,
-        how: str,
-        within: str | timedelta | None,
-        grace: str | timedelta | None,
-        name: str | None,
-    ) -> Stream:
-        msg = "stream-stream joins are not available in this build: join a stream with app.table(...) instead"
-        raise NotImplementedError(msg)
 
     def _join_table(
         self,

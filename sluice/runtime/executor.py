@@ -25,6 +25,7 @@ import orjson
 
 from sluice.dataflow import MapBatch, Sink, Source, Step, Stream, To
 from sluice.dataflow.frames import NotColumnar
+from sluice.dataflow.joins import WindowJoin
 from sluice.dataflow.keyed import KeyedState
 from sluice.dataflow.sinks import SinkRow
 from sluice.dataflow.steps import Aggregate, Record, StepFailed
@@ -36,7 +37,16 @@ from sluice.kafka.calls import produce_waiting
 from sluice.runtime.async_bridge import AsyncBridge, is_async
 from sluice.runtime.collector import size_checked
 from sluice.runtime.failures import FailureRouter, IndexedFailure
-from sluice.runtime.fusion import DESERIALIZE, FusedLoop, LoopSpec, fusable, generate
+from sluice.runtime.fusion import (
+    DESERIALIZE,
+    CollectLoop,
+    FusedLoop,
+    LoopSpec,
+    fusable,
+    generate,
+    generate_collect,
+)
+from sluice.runtime.joins import JoinNode
 from sluice.runtime.keyed_state import StateNode
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.stateful import AggregateNode, Repartitioned
@@ -273,6 +283,29 @@ class _Fused:
         return cls(chain, emitter, generate(spec))
 
 
+@dataclass(frozen=True)
+class _FusedAggregate:
+    """A source's chain of fusable steps into an aggregation: one generated loop collects its records."""
+
+    nodes: list[_Node]
+    aggregate: _Node
+    run: CollectLoop
+
+    @classmethod
+    def of(cls, plan: _SourcePlan) -> _FusedAggregate | None:
+        """The fused form of ``plan``'s graph, or None when it is not ``source -> chain -> aggregation``."""
+        if plan.raw_in or len(plan.nodes) != 1:
+            return None
+        chain: list[_Node] = []
+        node = plan.nodes[0]
+        while node.aggregate is None:
+            if not fusable(node.step) or len(node.children) != 1 or node.emit is not None:
+                return None
+            chain.append(node)
+            node = node.children[0]
+        return cls(chain, node, generate_collect([n.step for n in chain], plan.value_deser, plan.key_deser))
+
+
 class _SourcePlan:
     """Deserialization and the graph below one source."""
 
@@ -298,6 +331,8 @@ class _SourcePlan:
         self.wait: Callable[..., Any] = _unavailable
         #: the graph as one generated loop, when it is a single chain ending in a ``to()``
         self.fused: _Fused | None = None
+        #: the graph's records up to its aggregation as one generated loop (``source -> chain -> window``)
+        self.fused_aggregate: _FusedAggregate | None = None
 
     def nodes_to(self, step_name: str) -> list[_Node]:
         """The graph restricted to the path leading to ``step_name`` and everything below it."""
@@ -477,6 +512,7 @@ class Executor:
             plan.wait = self.wait_until_available
             self._bind_map_batches(plan, nodes)
             plan.fused = _Fused.of(plan)
+            plan.fused_aggregate = None if plan.fused is not None else _FusedAggregate.of(plan)
             for topic in source.topics:
                 self._plans[topic] = plan
         self._single = next(iter(self._plans.values())) if len(self._plans) == 1 else None
@@ -506,7 +542,11 @@ class Executor:
             node.emit.wait = self.wait_until_available
             self.emitters.append(node.emit)
         if isinstance(step, Aggregate):
-            kind = StateNode if isinstance(step, KeyedState) else AggregateNode
+            kind: type[AggregateNode] = AggregateNode
+            if isinstance(step, KeyedState):
+                kind = StateNode
+            elif isinstance(step, WindowJoin):
+                kind = JoinNode
             node.aggregate = kind(step, self._app, self._state_dir, produce, poll, self._router)
             node.aggregate.input_topics = set(source.topics)
             self.aggregates.append(node.aggregate)
@@ -563,6 +603,8 @@ class Executor:
     def _run_plan(self, plan: _SourcePlan, msgs: list[Any], batch: Batch) -> None:
         if plan.fused is not None:
             self._run_fused(plan, plan.fused, msgs, batch)
+        elif plan.fused_aggregate is not None:
+            self._run_fused_aggregate(plan, plan.fused_aggregate, msgs, batch)
         elif plan.raw_in:
             self._run_map_batch_messages(plan.nodes[0], msgs, batch)
         else:
@@ -593,6 +635,35 @@ class Executor:
                 batch.expect(1)
                 emitter.produced += 1
                 emitter.recover(0, (value, key, msg), exc, batch)
+            start = failed + 1
+
+    def _run_fused_aggregate(
+        self, plan: _SourcePlan, fused: _FusedAggregate, msgs: list[Any], batch: Batch
+    ) -> None:
+        """The generated loop collects the aggregation's records; a failure meets the policy as in ``_run_nodes``.
+
+        The records before a failed one are aggregated before it is handed to the policy:
+        per partition, records reach the state in offset order, as on the general path.
+        """
+        start = 0
+        while start < len(msgs):
+            records: list[Record] = []
+            failed, stage, value, key, exc = fused.run(msgs, start, records)
+            if records:
+                self._run_nodes([fused.aggregate], records, batch)
+            if exc is None:
+                return
+            assert isinstance(exc, Exception)
+            msg = msgs[failed]
+            if stage == DESERIALIZE:
+                self._run_nodes(plan.nodes, plan.recover(msg, exc, batch), batch)
+            elif stage > len(fused.nodes):
+                raise exc  # collecting the record failed (memory): no step's failure
+            else:
+                node = fused.nodes[stage - 1]
+                out = self._continue_after(node, [(value, key, msg)], StepFailed(0, [], exc), batch)
+                if out:
+                    self._run_nodes(node.children, out, batch)
             start = failed + 1
 
     def run_parked(self, msg: Any, batch: Batch) -> None:
@@ -901,6 +972,11 @@ class Executor:
         """Write the aggregations' buffered states to their changelogs (before a commit, revoke, stop)."""
         for node in self.aggregates:
             node.flush()
+
+    @property
+    def held_records(self) -> int:
+        """Source records whose batches wait only for an aggregation's changelog flush (about)."""
+        return sum(node.held_records for node in self.aggregates) if self.aggregates else 0
 
     def limit_sizes(self, limits: dict[str, int]) -> None:
         """Refuse outputs above their topic's size limit before producing them (``size_checked``)."""

@@ -30,7 +30,16 @@ import orjson
 from sluice.dataflow.steps import Filter, KeyBy, Map, Step
 from sluice.serde import deserializer, serializer
 
-__all__ = ["DESERIALIZE", "FusedLoop", "LoopSpec", "Stop", "fusable", "generate"]
+__all__ = [
+    "DESERIALIZE",
+    "CollectLoop",
+    "FusedLoop",
+    "LoopSpec",
+    "Stop",
+    "fusable",
+    "generate",
+    "generate_collect",
+]
 
 #: stage number of a failure while decoding the message (steps are numbered from 1)
 DESERIALIZE = 0
@@ -40,6 +49,10 @@ FUSABLE_STEPS = (Filter, Map, KeyBy)
 # stage, value and key entering that stage, the exception or None).
 Stop = tuple[int, int, int, Any, Any, BaseException | None]
 FusedLoop = Callable[[Sequence[Any], int, Callable[..., None], Callable[..., None]], Stop]
+# Where a collecting loop stopped: (index of the failed message or -1, stage, value and key
+# entering that stage, the exception or None).
+CollectStop = tuple[int, int, Any, Any, BaseException | None]
+CollectLoop = Callable[[Sequence[Any], int, list[Any]], CollectStop]
 
 _JSON_IN = deserializer("json")
 _JSON_OUT = serializer("json")
@@ -62,22 +75,26 @@ class LoopSpec:
     key_serializer: Callable[[Any], Any] | None
 
 
-def generate(spec: LoopSpec) -> FusedLoop:
-    """The loop ``run(msgs, start, produce, on_delivery) -> Stop`` for ``spec``."""
-    names: dict[str, Any] = {"MethodType": MethodType, "topic": spec.topic}
+def _stages(
+    steps: Sequence[Step],
+    value_deserializer: Callable[[Any], Any],
+    key_deserializer: Callable[[Any], Any] | None,
+    names: dict[str, Any],
+) -> list[str]:
+    """The loop body's lines that decode message ``m`` and run ``steps`` on it (``v``, ``k``, stage ``s``)."""
     body = ["v = m.value()"]
-    if spec.value_deserializer is _JSON_IN:
+    if value_deserializer is _JSON_IN:
         names["loads"] = orjson.loads
         body.append("if v is not None: v = loads(v)")
     else:
-        names["vdeser"] = spec.value_deserializer
+        names["vdeser"] = value_deserializer
         body.append("v = vdeser(v)")
-    if spec.key_deserializer is None:
+    if key_deserializer is None:
         body.append("k = m.key()")
     else:
-        names["kdeser"] = spec.key_deserializer
+        names["kdeser"] = key_deserializer
         body.append("k = kdeser(m.key())")
-    for stage, step in enumerate(spec.steps, start=1):
+    for stage, step in enumerate(steps, start=1):
         fn = f"f{stage}"
         names[fn] = step.fn  # type: ignore[attr-defined]
         body.append(f"s = {stage}")
@@ -89,7 +106,14 @@ def generate(spec: LoopSpec) -> FusedLoop:
             body.append(f"k = {fn}(v)")
         else:  # pragma: no cover - fusable() admits no other step
             raise TypeError(f"{type(step).__name__} cannot be fused")
-    body.append(f"s = {len(spec.steps) + 1}")
+    body.append(f"s = {len(steps) + 1}")
+    return body
+
+
+def generate(spec: LoopSpec) -> FusedLoop:
+    """The loop ``run(msgs, start, produce, on_delivery) -> Stop`` for ``spec``."""
+    names: dict[str, Any] = {"MethodType": MethodType, "topic": spec.topic}
+    body = _stages(spec.steps, spec.value_deserializer, spec.key_deserializer, names)
     if spec.value_serializer is None:
         value_out = "v"
     elif spec.value_serializer is _JSON_OUT:
@@ -126,5 +150,49 @@ def run(msgs, start, produce, on_delivery):
 """
     exec(
         compile(source, f"<sluice fused loop to {spec.topic}>", "exec"), names
+    )  # generated: see the module doc
+    return names["run"]
+
+
+def generate_collect(
+    steps: Sequence[Step],
+    value_deserializer: Callable[[Any], Any],
+    key_deserializer: Callable[[Any], Any] | None,
+) -> CollectLoop:
+    """The loop ``run(msgs, start, out) -> CollectStop`` that appends ``(value, key, msg)`` to ``out``.
+
+    The records a stateful step reads (``source -> filter/map/key_by ... -> window``),
+    decoded and transformed in one loop instead of a list per step.
+
+    Example:
+        >>> from confluent_kafka import Message
+        >>> from sluice.dataflow.steps import KeyBy
+        >>> run = generate_collect([KeyBy("key_by", lambda e: e["user"])], _JSON_IN, None)
+        >>> out = []
+        >>> run([Message(value=b'{"user": "ann"}'), Message(value=b"{")], 0, out)[:2]
+        (1, 0)
+        >>> [(v, k) for v, k, _m in out]
+        [({'user': 'ann'}, 'ann')]
+    """
+    names: dict[str, Any] = {}
+    body = [*_stages(steps, value_deserializer, key_deserializer, names), "append((v, k, m))"]
+    loop = "\n".join("            " + line for line in body)
+    source = f"""
+def run(msgs, start, out):
+    append = out.append
+    s = 0
+    i = start
+    v = k = None
+    try:
+        for i in range(start, len(msgs)):
+            m = msgs[i]
+            s = 0
+{loop}
+    except Exception as exc:
+        return i, s, v, k, exc
+    return -1, 0, None, None, None
+"""
+    exec(
+        compile(source, "<sluice fused loop to a stateful step>", "exec"), names
     )  # generated: see the module doc
     return names["run"]

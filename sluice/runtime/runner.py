@@ -58,6 +58,8 @@ _PURGE_INTERVAL = 30.0  # seconds between deletions of consumed repartition reco
 _FRAMES_IN_FLIGHT = 4
 _RECORD_ROOM = 1024  # bytes of headers and record framing next to a record's key and value
 _TRANSACTION_TIMEOUT_MS = 30_000  # an abandoned transaction blocks read_committed readers this long at most
+#: held-for-changelog records excused from max_in_flight up to this many times it (bounded in every case)
+_HELD_ALLOWANCE = 8
 
 
 @dataclass(frozen=True)
@@ -599,6 +601,10 @@ class Runner:
 
     def _backpressure(self) -> None:
         in_flight, cap = self.tracker.in_flight, self._in_flight_cap
+        if self.executor is not None and in_flight < _HELD_ALLOWANCE * cap:
+            # records held for an aggregation's changelog hold no memory (their states are in its
+            # bounded record cache); pausing for them would drop librdkafka's prefetched records
+            in_flight -= self.executor.held_records
         if not self.parts.paused and in_flight >= cap:
             self._set_paused(True)
             if self.executor is not None and not self.committer.exactly_once:

@@ -1,17 +1,23 @@
 """Runs aggregation steps: per-partition state stores, changelog writes, closing windows.
 
 A consumed batch reaches an ``AggregateNode`` as a list of records. Per partition
-(one "pass"), each record's group state is read once (from a pass-local cache, else
-the store), folded, and kept in the cache; at the end of the pass the changed states
-are written to the local store in one write batch, the groups whose windows closed at
-the new stream time are reported and dropped, and every changed state is produced
-once to the changelog topic, acknowledged against the batch like any output: the
-source offsets are committed only once the changelog holds the state they produced.
+(one "pass"), each record's group state is read once (from the partition's record
+cache, else the store), folded, and kept in the cache; the groups whose windows
+closed at the new stream time are reported and dropped, and the batch is held.
+
+The record cache (Kafka Streams' record cache) absorbs the updates of a group over
+many batches: at a flush (every commit interval, before the offsets are committed or
+the transaction commits, and when the cache holds ``FLUSH_RECORDS`` changed groups)
+each changed state is written once to the local store, in one write batch per
+partition, and produced once to the changelog topic. The held batches are
+acknowledged only when the changelog holds every state they produced, so the source
+offsets are never committed before the state they made is durable.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -48,8 +54,9 @@ META_HEADER = "sluice.meta"
 #: header of repartition records: how the group key was serialized ("str", "json", "bytes")
 KEY_TYPE_HEADER = "sluice.key"
 _USER_STATE = {"agg", "reduce"}
-FLUSH_RECORDS = 20_000  # buffered changelog states that trigger a flush before the commit interval
-FLUSH_BATCHES = 64
+FLUSH_RECORDS = 20_000  # changed states (cached or buffered) that trigger a flush before the commit interval
+#: passes held for the next flush that trigger one before the commit interval (small batches at a low rate)
+FLUSH_BATCHES = 4_096
 STATE_CACHE = 50_000  # decoded group states kept per partition between batches
 #: groups closed per chunk when stream time jumps: closing windows holds this many at a time
 CLOSE_CHUNK = 2_000
@@ -95,31 +102,84 @@ _NO_LIMIT = 1 << 62
 
 
 class _Pass:
-    """One partition's records of one batch: the cached group states and what changed."""
+    """One partition's record cache: the group states read and changed since the last flush.
 
-    __slots__ = ("batch", "changed", "future_limit", "loaded_close", "states", "store", "stream_time")
+    Passes (one partition's records of one batch) share it until the next flush writes
+    the changed states to the store and the changelog, and drops it. ``closes`` holds
+    the close time of every state changed since the flush, and ``due`` the same as a
+    heap (entries whose time no longer matches ``closes`` are stale): closing windows
+    pops the heap instead of scanning the changed states.
+    """
 
-    def __init__(self, store: PartitionStore, batch: Batch, max_future: int | None, now: float) -> None:
+    __slots__ = (
+        "batch",
+        "changed",
+        "closes",
+        "due",
+        "future_limit",
+        "loaded_close",
+        "states",
+        "store",
+        "stream_time",
+        "touched",
+    )
+
+    def __init__(self, store: PartitionStore) -> None:
         self.store = store
-        self.batch = batch
+        self.batch: Batch | None = None
         self.stream_time = store.stream_time
         self.states: dict[bytes, State | None] = {}
+        #: the close time the store's index holds for a state read (None: no entry)
         self.loaded_close: dict[bytes, int | None] = {}
+        #: states changed since they were last written to the store
         self.changed: set[bytes] = set()
+        #: states changed in this pass: their close times are updated once, before closing windows
+        self.touched: set[bytes] = set()
+        self.closes: dict[bytes, int | None] = {}
+        self.due: list[tuple[int, bytes]] = []
         #: records with a later timestamp are refused: they would close every window of the partition
+        self.future_limit = _NO_LIMIT
+
+    def start(self, batch: Batch, max_future: int | None, now: float) -> None:
+        """Begin a pass of ``batch``."""
+        self.batch = batch
         self.future_limit = _NO_LIMIT if max_future is None else int(now * 1000) + max_future
+
+    def changed_to(self, kb: bytes, state: State | None, close: int | None) -> None:
+        """``kb``'s state is now ``state``, with something to close at ``close``."""
+        self.states[kb] = state
+        self.changed.add(kb)
+        closes = self.closes
+        if kb not in closes or closes[kb] != close:
+            closes[kb] = close
+            if close is not None:
+                heapq.heappush(self.due, (close, kb))
+
+    def note_closes(self, next_close: Callable[[State], int | None]) -> None:
+        """Track the close times of the states this pass changed."""
+        states, closes, due = self.states, self.closes, self.due
+        for kb in self.touched:
+            state = states[kb]
+            close = next_close(state) if state is not None else None
+            if kb not in closes or closes[kb] != close:
+                closes[kb] = close
+                if close is not None:
+                    heapq.heappush(due, (close, kb))
+        self.touched.clear()
 
 
 class _Flush:
     """One flush of an aggregation's changelog buffer: releases its held batches once all is acknowledged."""
 
-    __slots__ = ("cancelled", "held", "node", "remaining")
+    __slots__ = ("cancelled", "held", "node", "remaining", "size")
 
-    def __init__(self, node: AggregateNode, held: list[tuple[Batch, Any]], records: int) -> None:
+    def __init__(self, node: AggregateNode, held: list[tuple[Batch, Any]], records: int, size: int) -> None:
         self.node = node
         self.held = held
         self.remaining = records
         self.cancelled = False
+        #: source records of the held batches
+        self.size = size
 
     def on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if self.cancelled:
@@ -156,6 +216,10 @@ class AggregateNode:
     ) -> None:
         self.step = step
         self.logic: GroupLogic = logic_for(step.aggregation, step.windows)
+        #: ``_fold`` is ``_one`` inlined: a subclass with its own ``_one`` runs records through that
+        self._inlined = type(self)._one is AggregateNode._one
+        #: a subclass's own ``_close_group`` marks states changed: the record cache tracks their close times
+        self._own_close = type(self)._close_group is AggregateNode._close_group
         self.changelog = changelog_topic(app, step.store)
         self.directory = state_dir / step.store
         self.stores: dict[int, PartitionStore] = {}
@@ -171,7 +235,11 @@ class AggregateNode:
         self._buffer: dict[int, dict[bytes, bytes | None]] = {}
         self._stream_times: dict[int, int] = {}
         self._held: list[tuple[Batch, Any]] = []
+        self._held_size = 0  # source records of the held batches
         self._flushes: list[_Flush] = []
+        #: the record cache of each partition (see ``_Pass``)
+        self._cache: dict[int, _Pass] = {}
+        self._active: _Pass | None = None  # the cache a pass is using (a flush within the pass keeps it)
         self.buffered = 0
         #: a changelog write failed: the runtime stops
         self.fatal: SluiceError | None = None
@@ -195,6 +263,8 @@ class AggregateNode:
             restoration.close()
 
     def close(self, partition: int, checkpoint: int | None) -> None:
+        # a flush wrote what the checkpoint covers; anything cached since is in no changelog either
+        self._cache.pop(partition, None)
         store = self.stores.pop(partition, None)
         if store is not None:
             store.close(checkpoint)
@@ -217,32 +287,114 @@ class AggregateNode:
         if store is None:
             msg = f"state store {self.step.store!r} partition {partition} is not open (not assigned to this worker)"
             raise SluiceError(msg)
-        ctx = _Pass(store, batch, self._max_future, self._router.clock.time())
+        ctx = self._cache.get(partition)
+        if ctx is None or ctx.store is not store:
+            ctx = self._cache[partition] = _Pass(store)
+        ctx.start(batch, self._max_future, self._router.clock.time())
+        self._active = ctx
+        try:
+            yield from self._run_in(ctx, partition, records, batch)
+        finally:
+            self._active = None
+
+    def _run_in(
+        self, ctx: _Pass, partition: int, records: list[Record], batch: Batch
+    ) -> Iterator[list[Record]]:
         step = self.step
         out: list[Record] = []
         one = partial(self._one, ctx)
-        for record in records:
-            try:
-                out.extend(one(record))
-            except FutureTimestampError as exc:
+        start = 0
+        fold = self._fold if self._inlined else self._fold_each
+        while start < len(records):
+            stopped = fold(ctx, records, start, out)
+            if stopped is None:
+                break
+            failed, exc = stopped
+            record = records[failed]
+            if isinstance(exc, FutureTimestampError):
                 self._refuse_future(record, exc, batch)
-            except Exception as exc:  # noqa: BLE001 - handed to the failure policy
+            else:  # handed to the failure policy, which may run the record again
                 recovered = self._router.handle(
                     "process", step.name, step.on_error, [(0, record, exc)], one, batch
                 )
                 out.extend(recovered.get(0, ()))
+            start = failed + 1
+        if not self._inlined:
+            # a subclass's _one marks states changed, not touched: their close times are tracked all the same
+            ctx.touched.update(ctx.changed)
         trigger = records[-1][2]
         for closed in self._close_due(ctx, partition, trigger):
             out.extend(closed)
             if len(out) >= CLOSE_CHUNK:
                 yield out
                 out = []
-        blobs = self._write_back(ctx)
-        self._write_changelog(partition, ctx, blobs, trigger, batch)
+        self._hold(batch, trigger)
         if out:
             yield out
 
+    def _fold(
+        self, ctx: _Pass, records: list[Record], start: int, out: list[Record]
+    ) -> tuple[int, Exception] | None:
+        """``_one`` over ``records[start:]`` as one loop, appending to ``out``.
+
+        Stops at the first record that raises, with its index and the exception; its
+        state changes are those ``_one`` would have made before raising.
+        """
+        extract = self.step.aggregation.extract
+        add = self.logic.add
+        load = self._load
+        states, changed, touched = ctx.states, ctx.changed, ctx.touched
+        limit = ctx.future_limit
+        check, final = self._check_state, self._final
+        i = start
+        try:
+            for i in range(start, len(records)):
+                record = records[i]
+                value, key, meta = record
+                ts = meta.timestamp()[1]
+                if ts > limit:
+                    raise self._too_far(ts, limit)
+                extracted = extract(value)
+                kb = key.encode() if type(key) is str else _key_bytes(key)
+                state = states[kb] if kb in states else load(ctx, kb)
+                stream_time = ts if ts > ctx.stream_time else ctx.stream_time
+                added = add(state, ts, extracted, stream_time)
+                if added is None:
+                    ctx.stream_time = stream_time
+                    self._on_late(record, kb, ts, ctx.batch)
+                    continue
+                new, updates = added
+                if "k" not in new:
+                    new["k"] = _key_out(key, meta)
+                if check:
+                    orjson.dumps(
+                        self.logic.to_json(new)
+                    )  # an accumulator that cannot be stored fails this record
+                states[kb] = new
+                changed.add(kb)
+                touched.add(kb)
+                ctx.stream_time = stream_time
+                if not final:
+                    k_out = new["k"]
+                    out.extend([self._output(k_out, kb, s, e, v, meta, ts) for s, e, v in updates])
+        except Exception as exc:  # noqa: BLE001 - the caller hands the record to its failure policy
+            return i, exc
+        return None
+
+    def _fold_each(
+        self, ctx: _Pass, records: list[Record], start: int, out: list[Record]
+    ) -> tuple[int, Exception] | None:
+        """``_fold`` through ``_one``, record by record (a subclass's own ``_one``)."""
+        i = start
+        try:
+            for i in range(start, len(records)):
+                out.extend(self._one(ctx, records[i]))
+        except Exception as exc:  # noqa: BLE001 - the caller hands the record to its failure policy
+            return i, exc
+        return None
+
     def _one(self, ctx: _Pass, record: Record) -> list[Record]:
+        """One record into its group's state (the failure policy's retries run records this way)."""
         value, key, meta = record
         ts = meta.timestamp()[1]
         if ts > ctx.future_limit:
@@ -263,6 +415,7 @@ class AggregateNode:
             orjson.dumps(self.logic.to_json(new))  # an accumulator that cannot be stored fails this record
         ctx.states[kb] = new
         ctx.changed.add(kb)
+        ctx.touched.add(kb)
         ctx.stream_time = stream_time
         if self._final:
             return []
@@ -285,6 +438,26 @@ class AggregateNode:
         ctx.states[kb] = state
         ctx.loaded_close[kb] = state.get("x") if state is not None else None
         return state
+
+    def _hold(self, batch: Batch, trigger: Any) -> None:
+        """Hold ``batch`` until the next flush's changelog records are acknowledged."""
+        batch.expect(1)
+        held = self._held
+        if not held or held[-1][0] is not batch:
+            self._held_size += batch.size
+        held.append((batch, trigger))
+        changed = self.buffered + sum(len(c.changed) for c in self._cache.values())
+        if changed >= FLUSH_RECORDS or len(held) >= FLUSH_BATCHES:
+            self.flush()
+
+    @property
+    def held_records(self) -> int:
+        """Source records of the batches that wait only for this aggregation's changelog (about).
+
+        Their records are done and their states sit in the record cache (bounded by
+        ``FLUSH_RECORDS``): they hold no memory of their own.
+        """
+        return self._held_size + sum(f.size for f in self._flushes if f.held and not f.cancelled)
 
     def _write_back(self, ctx: _Pass) -> dict[bytes, bytes | None]:
         """Write the changed states and their index entries; return their changelog bytes."""
@@ -370,35 +543,42 @@ class AggregateNode:
         next is read: closing a million windows holds one chunk at a time.
         """
         stream_time = ctx.stream_time
-        next_close = self.logic.next_close
-        in_pass = set(ctx.changed)
-        local: dict[bytes, int] = {}
-        for kb in in_pass:
-            state = ctx.states[kb]
-            if state is not None:
-                close = next_close(state)
-                if close is not None and close <= stream_time:
-                    local[kb] = close
+        ctx.note_closes(self.logic.next_close)
+        closes = ctx.closes
         for chunk in ctx.store.due(stream_time, CLOSE_CHUNK):
             out: list[Record] = []
             closed_here: list[bytes] = []
             for _close, kb in chunk:
-                if kb in in_pass:
-                    continue  # its state is the pass's: closed below, with the others it changed
+                if kb in closes:
+                    continue  # changed since the last write: its close time is the cache's, closed below
                 out.extend(self._close_group(ctx, kb, trigger))
                 closed_here.append(kb)
+                if not self._own_close:
+                    ctx.touched.add(kb)
             if len(chunk) == CLOSE_CHUNK and closed_here:
                 # more may follow: make this chunk durable and let it go before reading the next
-                blobs = self._write_back(ctx)
-                self._write_changelog(partition, ctx, blobs, trigger, ctx.batch)
+                self._buffer_states(partition, ctx)
+                assert ctx.batch is not None
+                self._hold(ctx.batch, trigger)
                 for kb in closed_here:
                     ctx.states.pop(kb, None)
                     ctx.loaded_close.pop(kb, None)
+                    closes.pop(kb, None)
+                    ctx.touched.discard(kb)
             if out:
                 yield out
         out = []
-        for kb in sorted(local, key=lambda kb: (local[kb], kb)):
-            out.extend(self._close_group(ctx, kb, trigger))
+        due = ctx.due
+        while True:
+            while due and due[0][0] <= stream_time:
+                close, kb = heapq.heappop(due)
+                if closes.get(kb) == close:  # else stale: the state changed since
+                    out.extend(self._close_group(ctx, kb, trigger))
+                    if not self._own_close:
+                        ctx.touched.add(kb)
+            if self._own_close or not ctx.touched:
+                break
+            ctx.note_closes(self.logic.next_close)
         if out:
             yield out
 
@@ -407,28 +587,24 @@ class AggregateNode:
         if state is None:
             return []
         left, closed = self.logic.close(state, ctx.stream_time)
-        ctx.states[kb] = left
-        ctx.changed.add(kb)
+        if left is state and not closed:
+            return []
+        ctx.changed_to(kb, left, self.logic.next_close(left) if left is not None else None)
         if not self._final:
             return []
         return [self._output(state["k"], kb, s, e, v, trigger, -1) for s, e, v in closed]
 
-    def _write_changelog(
-        self, partition: int, ctx: _Pass, blobs: dict[bytes, bytes | None], trigger: Any, batch: Batch
-    ) -> None:
-        """Buffer the pass's changed states for the changelog; the batch waits for their flush."""
-        buffer = self._buffer.setdefault(partition, {})
-        buffer.update(blobs)
+    def _buffer_states(self, partition: int, ctx: _Pass) -> None:
+        """Write the cache's changed states to the store and buffer them for the changelog."""
+        blobs = self._write_back(ctx)
+        self._buffer.setdefault(partition, {}).update(blobs)
         self._stream_times[partition] = ctx.stream_time
-        batch.expect(1)  # released once the changelog holds this pass's states
-        self._held.append((batch, trigger))
         self.buffered = sum(len(b) for b in self._buffer.values())
-        if self.buffered >= FLUSH_RECORDS or len(self._held) >= FLUSH_BATCHES:
-            self.flush()
 
     def discard_buffer(self) -> None:
-        """Forget buffered states, held batches and flushes in flight (their transaction was aborted)."""
+        """Forget cached and buffered states, held batches and flushes in flight (their transaction was aborted)."""
         self._buffer, self._stream_times, self._held, self.buffered = {}, {}, [], 0
+        self._cache, self._held_size = {}, 0
         for flush in self._flushes:
             flush.cancelled = True
         self._flushes = []
@@ -444,6 +620,7 @@ class AggregateNode:
         would put a stale state over the one it builds.
         """
         for p in partitions:
+            self._cache.pop(p, None)
             dropped = self._buffer.pop(p, None)
             self._stream_times.pop(p, None)
             if dropped:
@@ -459,6 +636,11 @@ class AggregateNode:
         """
         if not self._held:
             return
+        for partition, ctx in self._cache.items():
+            if ctx.changed or ctx.stream_time != ctx.store.stream_time:
+                self._buffer_states(partition, ctx)
+        # written: dropped, but for the cache of a pass flushing midway (closing windows in chunks)
+        self._cache = {p: c for p, c in self._cache.items() if c is self._active}
         records: list[tuple[int, bytes, bytes | None, Any]] = [
             (p, kb, blob, None) for p, blobs in self._buffer.items() for kb, blob in blobs.items()
         ]
@@ -469,10 +651,11 @@ class AggregateNode:
                     (p, STREAM_TIME_KEY, str(stream_time).encode(), [(META_HEADER, b"stream-time")])
                 )
                 store.logged_stream_time = stream_time
-        flush = _Flush(self, self._held, len(records))
+        flush = _Flush(self, self._held, len(records), self._held_size)
         self._flushes = [f for f in self._flushes if f.remaining and not f.cancelled]
         self._flushes.append(flush)
         self._buffer, self._stream_times, self._held, self.buffered = {}, {}, [], 0
+        self._held_size = 0
         if not records:
             flush.release()
             return

@@ -289,6 +289,9 @@ class PartitionedTable(TableLookup):
                     self._write(p)
             if buf or follower.at_end[p]:
                 break
+            if applied:
+                # a full buffer paused the partition; emptied, it must be resumed before fetching more
+                follower.drained(p)
             if follower.fetch(0.1):
                 waited_since = None
             elif waited_since is None:

@@ -79,6 +79,9 @@ class Topology:
                 joined = _joined_table(source)
                 if joined is not None:  # co-partitioned with the table it joins
                     shape = (infos[joined].partitions, shape[1])
+                if source.joined is not None:  # a stream-stream join topic: as wide as the wider input
+                    other = self._shape_of(source.joined)
+                    shape = (max(shape[0], other[0]), max(shape[1], other[1]))
                 infos[source.topics[0]] = admin.ensure(source.topics[0], *shape, _REPARTITION)
             partitions, replication = self._shape_of(source)
             for step in steps_below(source.root, To):

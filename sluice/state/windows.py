@@ -189,6 +189,12 @@ class _Running(GroupLogic):
 class _Fixed(GroupLogic):
     """Tumbling and hopping windows: one accumulator per open window."""
 
+    def __init__(self, aggregation: Aggregation, windows: Windows | None) -> None:
+        super().__init__(aggregation, windows)
+        assert windows is not None
+        self._tumbling = windows.step == windows.size
+        self._span = windows.size + windows.grace  # a window closes this long after its start
+
     def starts(self, ts: int) -> list[int]:
         w = self.windows
         assert w is not None
@@ -204,7 +210,20 @@ class _Fixed(GroupLogic):
         w = self.windows
         assert w is not None
         agg = self.aggregation
-        accs: dict[int, Any] = dict(state["w"]) if state is not None else {}
+        if self._tumbling:  # the usual case, in one step: its one window
+            if ts < 0:
+                return None
+            start = ts - ts % w.size
+            if start + self._span <= stream_time:
+                return None  # its window closed: the record is late
+            if state is None:
+                acc = agg.add(agg.init(), value)
+                return {"w": {start: acc}}, [(start, start + w.size, agg.result(acc))]
+            accs = dict(state["w"])
+            acc = agg.add(self._own(accs[start]) if start in accs else agg.init(), value)
+            accs[start] = acc
+            return {**state, "w": accs}, [(start, start + w.size, agg.result(acc))]
+        accs = dict(state["w"]) if state is not None else {}
         out: list[Result] = []
         for start in self.starts(ts):
             end = start + w.size
@@ -235,10 +254,11 @@ class _Fixed(GroupLogic):
         return ({**state, "w": left} if left else None), out
 
     def next_close(self, state: State) -> int | None:
-        w = self.windows
-        assert w is not None
         accs = state["w"]
-        return min(accs) + w.size + w.grace if accs else None
+        if len(accs) == 1:
+            for start in accs:
+                return start + self._span
+        return min(accs) + self._span if accs else None
 
     def to_json(self, state: State) -> State:
         return {**state, "w": [[s, a] for s, a in state["w"].items()]}

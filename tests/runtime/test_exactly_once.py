@@ -219,11 +219,23 @@ def test_exactly_once_single_process_commits_outputs_state_and_offsets_together(
     events.map(lambda e: {"id": e["id"]}).to(ids)
     events.key_by(lambda e: e["user"]).count(name="c").current().to(counts)
     kafka.created.extend([ids, counts, f"{app.name}-c-repartition", f"{app.name}-c-changelog"])
-    progress = {"group": app.group_id, "src": src, "partitions": 2, "counts": counts}
     with running(app) as outcome:
-        # the counts come through the repartition topic: the source's offsets alone may be
-        # committed before its records are counted (a loaded machine stopped the app then)
-        wait_for(lambda: finished(kafka, progress, n), what="committed and counted", outcome=outcome)
+        wait_for(
+            lambda: sum(kafka.committed(app.group_id, src, 2).values()) >= n,
+            what="committed",
+            outcome=outcome,
+        )
+        # the counting stage reads the repartition topic after the source: wait until it has
+        # committed up to that topic's end (its last offset is a transaction marker)
+        repartition = f"{app.name}-c-repartition"
+        wait_for(
+            lambda: all(
+                end == 0 or kafka.committed(app.group_id, repartition, 2)[p] >= end - 1
+                for p, end in kafka.end_offsets(repartition, 2).items()
+            ),
+            what="the counting stage caught up",
+            outcome=outcome,
+        )
     assert app.stats.commits >= 1
     duplicates, out_of_sequence = check(read_committed(kafka, ids), read_committed(kafka, counts), n)
     assert (duplicates, out_of_sequence) == (0, 0)

@@ -382,3 +382,94 @@ def test_a_stream_time_jump_closing_thousands_of_windows_reports_each_once_in_ch
     counts = Counter(v["key"] for v in got)
     assert len(got) == len(users) and set(counts) == set(users), "every window reported once"
     assert all(v["value"] == 1 for v in got)
+
+
+def test_the_record_cache_writes_a_hot_key_once_per_flush_and_its_held_batches_do_not_pause(
+    kafka, topic_factory, tmp_path, monkeypatch
+):
+    from sluice.state.store import PartitionStore
+
+    writes: Counter = Counter()
+    apply = PartitionStore.apply
+
+    def counting_apply(self, states, index, stream_time=None):
+        writes.update(states.keys())
+        return apply(self, states, index, stream_time)
+
+    monkeypatch.setattr(PartitionStore, "apply", counting_apply)
+    src = topic_factory(partitions=1)
+    out = f"out-{uuid.uuid4().hex[:8]}"
+    users = [f"u{i % 3}" for i in range(1_000)]
+    kafka.produce(src, [event(u, T0 + i) for i, u in enumerate(users)])
+    # batches of 50 held for a changelog flush every 10 s: 20 batches, far past max_in_flight
+    name = f"st-{uuid.uuid4().hex[:8]}"
+    app = App(
+        name,
+        brokers=kafka.bootstrap,
+        commit_interval="10s",
+        state_dir=tmp_path / name,
+        max_poll_records=50,
+        max_in_flight=200,
+    )
+    hot = app.stream(src).key_by(
+        lambda e: e["user"], repartition=False
+    )  # keyed by user: no outputs in flight
+    hot.window(tumbling="1h").count(name="hot").final().to(out)
+    internal_topics(kafka, app, "hot", out)
+    with running(app) as outcome:
+        wait_for(
+            lambda: app.stats and app.stats.records_in >= len(users), what="all counted", outcome=outcome
+        )
+        assert app.stats.batches >= 10, app.stats.batches
+        counting = dict(writes)
+        paused = app.stats.paused
+        kafka.produce(src, [event("flush", T0 + 2 * 3_600_000)])
+        got = values(kafka.drain(out, expected=3, timeout=60))
+        assert "error" not in outcome
+    # one write per key per flush (the first flush may come with the 10 s commit), not one per batch
+    assert all(n <= 1 for n in counting.values()), counting
+    assert paused == 0, "batches held for the changelog paused the partitions"
+    start = T0 - T0 % 3_600_000
+    assert sorted((v["key"], v["start"], v["value"]) for v in got) == [
+        (u, start, n) for u, n in sorted(Counter(users).items())
+    ]
+
+
+def test_failures_in_a_fused_chain_into_a_window_meet_the_policy_once_and_keep_offset_order(
+    kafka, topic_factory, tmp_path
+):
+    src = topic_factory(partitions=1)
+    out, dlq = f"out-{uuid.uuid4().hex[:8]}", f"dlq-{uuid.uuid4().hex[:8]}"
+    records = [
+        (b"a", orjson.dumps({"user": "a", "n": 1}), {"timestamp": T0}),
+        (b"a", b'{"user": "a", "n": ', {"timestamp": T0 + 1}),  # not JSON: deserialization fails
+        (b"a", orjson.dumps({"user": "a", "n": 2}), {"timestamp": T0 + 2}),
+        (b"a", orjson.dumps({"user": "a"}), {"timestamp": T0 + 3}),  # the filter raises (no "n")
+        (b"b", orjson.dumps({"user": "b", "n": 3}), {"timestamp": T0 + 4}),
+        (b"x", orjson.dumps({"n": 4}), {"timestamp": T0 + 5}),  # key_by raises (no "user")
+        (b"a", orjson.dumps({"user": "a", "n": 0}), {"timestamp": T0 + 6}),  # filtered out
+        (b"a", orjson.dumps({"user": "a", "n": 5}), {"timestamp": T0 + 7}),
+    ]
+    kafka.produce(src, records)
+    app = make_app(kafka, tmp_path)
+    app.on_error(retries=0, dead_letter=dlq)
+    (
+        app.stream(src)
+        .filter(lambda e: e["n"] > 0)
+        .key_by(lambda e: e["user"], repartition=False)
+        .window(tumbling="1m")
+        .sum(lambda e: e["n"], name="total")
+        .current()
+        .to(out)
+    )
+    internal_topics(kafka, app, "total", out, dlq)
+    with running(app) as outcome:
+        got = values(kafka.drain(out, expected=4, timeout=60))
+        letters = kafka.drain(dlq, expected=3, idle=2, timeout=60)
+        assert "error" not in outcome
+        plans = app._runner.executor._plans.values()
+        assert any(plan.fused_aggregate is not None for plan in plans), "the chain into the window is fused"
+    assert [(v["key"], v["value"]) for v in got] == [("a", 1), ("a", 3), ("b", 3), ("a", 8)]
+    steps = sorted(dict(r.headers)["sluice.error.step"] for r in letters)
+    assert len(letters) == 3 and steps[0].startswith(b"deserialize"), steps
+    assert sorted(int(dict(r.headers)["sluice.error.offset"]) for r in letters) == [1, 3, 5]

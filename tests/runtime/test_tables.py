@@ -219,8 +219,35 @@ def test_join_api_refuses_what_a_table_join_cannot_do(kafka):
         orders.join(users, merge, on=lambda o: o["user"])
     with pytest.raises(ConfigError, match="stream-stream"):
         orders.join(users, merge, within="5m")
-    with pytest.raises(NotImplementedError, match="stream-stream joins"):
-        orders.join(app.stream("other"), merge, within="5m")
+    with pytest.raises(ConfigError, match="needs within="):  # a stream: a stream-stream join
+        orders.join(app.stream("other"), merge)
+
+
+def test_a_table_partition_paused_with_a_full_buffer_is_resumed_once_the_stream_took_it(
+    kafka, topic_factory, tmp_path, monkeypatch
+):
+    """Reading partition 0 of the table fills partition 1's buffer, which pauses it; the stream must resume it.
+
+    While the record of stream partition 0 waits for its table rows, the table reader
+    fetches both partitions and partition 1's buffer passes the cap: paused. The record
+    of stream partition 1 then takes all of it and needs more; the reader must resume
+    the partition, not wait for a fetch that cannot come (it timed out with
+    KafkaUnavailableError).
+    """
+    monkeypatch.setattr("sluice.runtime.tables.BUFFER_CAP", 100)
+    monkeypatch.setattr("sluice.runtime.tables._FETCH", 40)
+    src, users = topic_factory(partitions=2), topic_factory(partitions=2)
+    for p, key in enumerate((b"a", b"b")):
+        rows = [(key, orjson.dumps({"v": k}), {"timestamp": T0 + k}) for k in range(1000)]
+        kafka.produce(users, rows, partition=p)
+        kafka.produce(src, [(key, orjson.dumps({"i": p}), {"timestamp": T0 + 2000})], partition=p)
+    out = out_topic(kafka)
+    app = make_app(kafka, tmp_path)
+    app.stream(src).join(app.table(users), merge, how="left").to(out)
+    with running(app) as outcome:
+        got = values(kafka.drain(out, expected=2, timeout=20))
+        assert "error" not in outcome
+    assert sorted(got, key=lambda r: r["i"]) == [{"i": 0, "user": {"v": 999}}, {"i": 1, "user": {"v": 999}}]
 
 
 def test_table_updates_keep_flowing_while_the_app_runs(kafka, topic_factory, tmp_path):

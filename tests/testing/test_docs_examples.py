@@ -1,4 +1,4 @@
-"""The TestDriver examples of docs/testing.md and of the README run, and their tests pass."""
+"""The TestDriver examples of docs/testing.md, docs/stream-joins.md and the README run, and their tests pass."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def driver_examples(page: Path) -> list[str]:
 
 EXAMPLES = [
     pytest.param(code, id=f"{page.name}:{n}")
-    for page in (ROOT / "docs" / "testing.md", ROOT / "README.md")
+    for page in (ROOT / "docs" / "testing.md", ROOT / "README.md", ROOT / "docs" / "stream-joins.md")
     for n, code in enumerate(driver_examples(page))
 ]
 

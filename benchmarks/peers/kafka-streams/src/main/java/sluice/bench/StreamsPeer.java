@@ -24,6 +24,7 @@ import org.apache.kafka.streams.Topology;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Grouped;
 import org.apache.kafka.streams.kstream.KStream;
+import org.apache.kafka.streams.kstream.KTable;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
@@ -32,7 +33,11 @@ import org.apache.kafka.streams.kstream.TimeWindows;
  * The Kafka Streams peer of the sluice benchmarks, written as the Kafka Streams docs show.
  *
  * <p>{@code java -cp target/classes:target/dependency/* sluice.bench.StreamsPeer --scenario
- * stateless|windowed --brokers B --input T --output O --group G --records N}. Prints JSON lines on
+ * stateless|windowed|join --brokers B --input T --output O --group G --records N [--table U]}. Scenario
+ * join: a KStream-KTable {@code leftJoin} of the input (keyed by user id) with the table topic U
+ * (same partition count), the source topic reused as the table's changelog (topology optimization,
+ * as the docs recommend); its clock starts at the first record deserialized from either topic.
+ * Prints JSON lines on
  * stdout: {@code first_consumed} (System.nanoTime, the same CLOCK_MONOTONIC as Python's
  * time.monotonic) when the first record is seen, and a summary when stopped (SIGTERM from the
  * harness once the output is complete).
@@ -93,12 +98,28 @@ public final class StreamsPeer {
     }
   }
 
-  static Topology topology(String scenario, String input, String output, AtomicLong consumed) {
+  /** {@code inner}'s deserializer, reporting {@code first_consumed} for the first record it reads. */
+  static Serde<JsonNode> stamping(Serde<JsonNode> inner, AtomicBoolean first) {
+    Deserializer<JsonNode> read = inner.deserializer();
+    return Serdes.serdeFrom(
+        inner.serializer(),
+        (topic, bytes) -> {
+          if (first.compareAndSet(false, true)) {
+            report("{\"first_consumed\": " + System.nanoTime() / 1e9 + "}");
+          }
+          return read.deserialize(topic, bytes);
+        });
+  }
+
+  static Topology topology(
+      String scenario, String input, String output, String table, AtomicLong consumed, Properties props) {
     StreamsBuilder builder = new StreamsBuilder();
     Serde<JsonNode> json = new JsonSerde();
     AtomicBoolean first = new AtomicBoolean(false);
+    // join: the table is read first, so its records start the clock (deserialized as they are fetched)
+    Serde<JsonNode> in = "join".equals(scenario) ? stamping(json, first) : json;
     KStream<String, JsonNode> events =
-        builder.stream(input, Consumed.with(Serdes.String(), json))
+        builder.stream(input, Consumed.with(Serdes.String(), in))
             .peek(
                 (k, v) -> {
                   if (first.compareAndSet(false, true)) {
@@ -137,9 +158,27 @@ public final class StreamsPeer {
                     return KeyValue.pair(w.key(), (JsonNode) o);
                   })
               .to(output, Produced.with(Serdes.String(), json));
+      case "join" -> {
+        KTable<String, JsonNode> users = builder.table(table, Consumed.with(Serdes.String(), in));
+        events
+            .leftJoin(
+                users,
+                (order, user) -> {
+                  ObjectNode o = ((ObjectNode) order).deepCopy();
+                  if (user == null) {
+                    o.putNull("name");
+                    o.putNull("tier");
+                  } else {
+                    o.set("name", user.get("name"));
+                    o.set("tier", user.get("tier"));
+                  }
+                  return (JsonNode) o;
+                })
+            .to(output, Produced.with(Serdes.String(), json));
+      }
       default -> throw new IllegalArgumentException("unknown scenario " + scenario);
     }
-    return builder.build();
+    return builder.build(props);
   }
 
   public static void main(String[] argv) throws Exception {
@@ -154,8 +193,18 @@ public final class StreamsPeer {
     props.put(
         StreamsConfig.NUM_STREAM_THREADS_CONFIG, args.getOrDefault("threads", "1"));
     props.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    if ("join".equals(args.get("scenario"))) {
+      // the table's source topic doubles as its changelog: no copy of it written back
+      props.put(StreamsConfig.TOPOLOGY_OPTIMIZATION_CONFIG, StreamsConfig.OPTIMIZE);
+    }
     Topology topology =
-        topology(args.get("scenario"), args.get("input"), args.get("output"), consumed);
+        topology(
+            args.get("scenario"),
+            args.get("input"),
+            args.get("output"),
+            args.get("table"),
+            consumed,
+            props);
     KafkaStreams streams = new KafkaStreams(topology, props);
     CountDownLatch stopped = new CountDownLatch(1);
     Runtime.getRuntime()
