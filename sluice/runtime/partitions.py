@@ -14,6 +14,10 @@ Example:
     >>> parts.forget({("t", 0)})
     >>> sorted(parts.assigned), parts.delayed, parts.to_commit
     ([('t', 1)], {}, {})
+    >>> parts.assign([("t", 2)])
+    >>> parts.restore([("t", 2)])                 # its state store restores: held out of active()
+    >>> sorted(parts.active()), parts.unpaused
+    ([('t', 1)], {('t', 2)})
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ class PartitionState:
     #: exactly-once: the next offset to consume, and where the open transaction began
     positions: dict[TopicPartitionKey, int] = field(default_factory=dict)
     txn_start: dict[TopicPartitionKey, int] = field(default_factory=dict)
+    #: partitions whose state stores are restoring: paused until complete; the value is the
+    #: offset to fetch from again (of a record consumed before the pause, dropped), else None
+    restoring: dict[TopicPartitionKey, int | None] = field(default_factory=dict)
+    #: restoring partitions the loop has not paused yet (assigned in a callback: paused after it)
+    unpaused: set[TopicPartitionKey] = field(default_factory=set)
 
     def assign(self, partitions: Iterable[TopicPartitionKey]) -> None:
         """Take ``partitions``; whatever a previous ownership of them left is forgotten first."""
@@ -56,7 +65,15 @@ class PartitionState:
             self.to_commit.pop(tp, None)
             self.positions.pop(tp, None)
             self.txn_start.pop(tp, None)
+            self.restoring.pop(tp, None)
+        self.unpaused -= partitions
+
+    def restore(self, partitions: Iterable[TopicPartitionKey]) -> None:
+        """Hold ``partitions`` (assigned) until their state stores are restored; the loop pauses them."""
+        for tp in partitions:
+            self.restoring.setdefault(tp, None)
+            self.unpaused.add(tp)
 
     def active(self) -> list[TopicPartitionKey]:
-        """Assigned partitions not waiting for a parked record to be due."""
-        return [tp for tp in self.assigned if tp not in self.delayed]
+        """Assigned partitions not waiting: for a parked record to be due, or for their state to be restored."""
+        return [tp for tp in self.assigned if tp not in self.delayed and tp not in self.restoring]

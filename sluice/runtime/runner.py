@@ -42,6 +42,7 @@ from sluice.runtime.parallel import ParallelDispatcher
 from sluice.runtime.partitions import PartitionState
 from sluice.runtime.polling import take
 from sluice.runtime.refusals import Refusals
+from sluice.runtime.restoring import Restorer
 from sluice.runtime.retry_topics import parse_retry_headers
 from sluice.runtime.topology import Topology, steps_below
 from sluice.runtime.tracker import Batch, OffsetTracker, TopicPartitionKey, next_offsets
@@ -158,6 +159,7 @@ class Runner:
         self.ready = threading.Event()
         self.metrics_port = metrics_port
         self.metrics: RuntimeMetrics | None = None
+        self.restorer: Restorer | None = None
 
     # ------------------------------------------------------------------ setup
     def _producer_config(self) -> dict[str, object]:
@@ -271,6 +273,14 @@ class Runner:
         )
         executor.limit_sizes(self._output_limits(executor))
         executor.keep_alive = self._keep_alive_mid_batch
+        self.restorer = Restorer(
+            executor.aggregates,
+            self.parts,
+            self._admin,
+            {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger},
+            self.options.revoke_timeout,
+            self._restore_progress,
+        )
         executor.stopping = self._stop.is_set
         self.refusals = Refusals(
             self.name,
@@ -326,18 +336,24 @@ class Runner:
         next_commit = time.monotonic() + opts.commit_interval
         next_purge = time.monotonic() + _PURGE_INTERVAL
         progress = _Progress(self, opts.progress_interval)
-        committer = self.committer
-        assert committer is not None
+        committer, restorer = self.committer, self.restorer
+        assert committer is not None and restorer is not None
         # map_batch wants its micro-batches filled for up to max_wait; other graphs run what arrived
         consume = consumer.consume if self.topology.fills_batches() else partial(take, consumer)
         while not self._stop.is_set():
             revocations = self._revocations
-            msgs = consume(max_records, 0 if self.parts.paused else poll_timeout)
+            msgs = consume(max_records, 0 if self.parts.paused or restorer.busy else poll_timeout)
             self._polled = time.monotonic()
             if self._stash:  # records a keep-alive poll returned while a batch waited
                 msgs, self._stash = self._stash + msgs, []
             if self.fatal is not None:
                 return
+            if restorer.busy:  # partitions assigned in that consume wait for their state stores
+                try:
+                    msgs = restorer.hold(consumer, msgs)
+                except SluiceError as exc:
+                    self.fatal = exc
+                    return
             if msgs:
                 if revocations != self._revocations or (
                     self._released and self._polled < self._released_until
@@ -370,6 +386,12 @@ class Runner:
             if self.fatal is not None:
                 return
             self._backpressure()
+            if restorer.busy:  # a slice of changelog replay per iteration: the loop keeps polling
+                try:
+                    restorer.step(consumer)
+                except SluiceError as exc:
+                    self.fatal = exc
+                    return
             now = time.monotonic()
             if metrics is not None:
                 metrics.last_loop = now
@@ -593,7 +615,7 @@ class Runner:
 
     def _set_paused(self, paused: bool) -> None:
         assert self.consumer is not None
-        parts = [TopicPartition(t, p) for t, p in self.parts.assigned if (t, p) not in self.parts.delayed]
+        parts = [TopicPartition(t, p) for t, p in self.parts.active()]
         if parts:
             (self.consumer.pause if paused else self.consumer.resume)(parts)
         if paused:
@@ -626,7 +648,13 @@ class Runner:
         self.parts.assign((tp.topic, tp.partition) for tp in partitions)
         self._released -= {(tp.topic, tp.partition) for tp in partitions}
         logger.info("%s: assigned %s", self.name, _fmt(partitions))
+        if self.restorer is not None and self.restorer.topics:
+            # restored in the loop, a slice at a time: here it would hold the member past its poll interval
+            self.parts.restore(
+                (tp.topic, tp.partition) for tp in partitions if tp.topic in self.restorer.topics
+            )
         try:
+            # the tables' partitions; the stores marked above are left to the loop
             self.open_stores(partitions)
         except SluiceError as exc:
             self.fatal = exc
@@ -689,6 +717,8 @@ class Runner:
         if self.executor is not None and not clean:
             for node in self.executor.aggregates:
                 node.discard_partitions({p for t, p in partitions if t in node.input_topics})
+        if self.restorer is not None:
+            self.restorer.cancel(partitions)
         self.close_stores(partitions, clean=clean)
         self.tracker.forget(partitions)
         self.parts.forget(partitions)
@@ -697,15 +727,25 @@ class Runner:
 
     # ------------------------------------------------------------------ state stores
     def open_stores(self, partitions: list[TopicPartition]) -> None:
-        """Open (and restore from the changelog) the stores of newly assigned partitions."""
+        """Assign the tables' partitions; open and restore the stores of ``partitions``, blocking.
+
+        Stores restoring in the loop (or marked to, by the assign callback) go on there.
+        """
         if self.executor is None:
             return
         config = {**self.settings.restore_consumer_config(), "logger": _librdkafka_logger}
         if self.executor.tables:
             assigned = [(tp.topic, tp.partition) for tp in partitions]
             self.executor.tables.assign(assigned, self._admin, config, self.options.revoke_timeout)
+        restorer, waiting = self.restorer, self.parts.unpaused
         for node in self.executor.aggregates:
-            mine = [tp.partition for tp in partitions if tp.topic in node.input_topics]
+            mine = [
+                tp.partition
+                for tp in partitions
+                if tp.topic in node.input_topics
+                and (tp.topic, tp.partition) not in waiting
+                and not (restorer and restorer.restoring(node, tp.partition))
+            ]
             if mine:
                 node.open(mine, self._admin, config, self.options.revoke_timeout)
 
@@ -788,7 +828,13 @@ class Runner:
             except Exception as exc:  # noqa: BLE001 - a sink failing to close must not hide the rest
                 logger.warning("%s: closing a sink failed: %s", self.name, exc)
 
+    def _restore_progress(self, store: str, partition: int, remaining: int) -> None:
+        if self.metrics is not None:
+            self.metrics.set_restore_remaining(store, partition, remaining)
+
     def _shutdown(self) -> bool:
+        if self.restorer is not None:
+            self.restorer.close()  # half-restored stores keep what they restored (checkpointed)
         if self.committer is None:  # stopped before the clients were ready
             self.close_consumer()
             return False

@@ -38,7 +38,13 @@ from sluice.serde import key_serializer
 from sluice.state.store import PartitionStore
 from sluice.state.windows import GroupLogic, State, logic_for
 
-__all__ = ["AggregateNode", "changelog_topic"]
+__all__ = [
+    "RESTORE_SLICE_RECORDS",
+    "RESTORE_SLICE_SECONDS",
+    "AggregateNode",
+    "Restoration",
+    "changelog_topic",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +60,10 @@ FLUSH_BATCHES = 4_096
 STATE_CACHE = 50_000  # decoded group states kept per partition between batches
 #: groups closed per chunk when stream time jumps: closing windows holds this many at a time
 CLOSE_CHUNK = 2_000
+#: changelog records a restore replays per poll-loop iteration at most (the loop polls between slices)
+RESTORE_SLICE_RECORDS = 5_000
+#: seconds a restore takes of one poll-loop iteration at most
+RESTORE_SLICE_SECONDS = 0.1
 _MISSING = object()  # accumulators the user builds: checked to be JSON per record
 
 
@@ -238,32 +248,19 @@ class AggregateNode:
     def open(
         self, partitions: list[int], admin: TopicAdmin, consumer_config: dict[str, Any], timeout: float
     ) -> None:
-        """Open the stores of ``partitions`` and bring them up to the changelog's end."""
-        new = {p: PartitionStore(self.directory / str(p)) for p in partitions if p not in self.stores}
-        if not new:
-            return
-        started = time.monotonic()
+        """Open the stores of ``partitions`` and bring them up to the changelog's end, blocking.
+
+        The poll loop restores a slice at a time instead (``Restoration``); this serves the
+        callers that must have the stores before they go on (an exactly-once rewind).
+        """
+        restoration = Restoration(self, admin, consumer_config, timeout)
         try:
-            counts = restore(self.logic, new, self.changelog, admin, consumer_config, timeout)
-        except BaseException:
-            for store in new.values():
-                store.close(None)
-            raise
-        self.stores.update(new)
-        restored = sum(counts.values())
-        if restored:
-            elapsed = time.monotonic() - started
-            for p, n in sorted(counts.items()):
-                if n:
-                    logger.info("state %s[%d]: restored %d changelog records", self.step.store, p, n)
-            logger.info(
-                "state %s: restored %d changelog records of %d partitions in %.1fs (%.0f/s)",
-                self.step.store,
-                restored,
-                len(new),
-                elapsed,
-                restored / elapsed if elapsed else 0.0,
-            )
+            restoration.add(partitions)
+            while restoration.pending:
+                # short waits: a consume waits out its timeout unless it fills its batch
+                restoration.step(time.monotonic() + RESTORE_SLICE_SECONDS, _NO_LIMIT)
+        finally:
+            restoration.close()
 
     def close(self, partition: int, checkpoint: int | None) -> None:
         # a flush wrote what the checkpoint covers; anything cached since is in no changelog either
@@ -731,82 +728,270 @@ def _key_out(key: Any, meta: Any) -> Any:
     return key.decode("utf-8", "replace")
 
 
-def restore(
-    logic: GroupLogic,
-    stores: dict[int, PartitionStore],
-    changelog: str,
-    admin: TopicAdmin,
-    consumer_config: dict[str, Any],
-    timeout: float,
-) -> dict[int, int]:
-    """Apply the changelog to ``stores`` (by partition), each from its checkpoint to the end.
+class Restoration:
+    """Brings the stores of some partitions of one aggregation up to their changelog's end, a slice at a time.
 
-    One consumer reads every partition at once. Returns the records read per partition.
+    The poll loop calls ``step`` once per iteration: between two slices it polls its own
+    consumer, so the member stays in its group however large the stores (a restore inside
+    the rebalance callback blocked the loop past ``max.poll.interval.ms``: the member was
+    evicted, and ``/healthz`` saw a stuck loop). One consumer reads the changelog
+    partitions of every store being restored; each store joins ``node.stores`` as soon as
+    it reached the end offset its changelog partition had when its restore began (nothing
+    writes there meanwhile: its source partition is paused until then).
+
+    A store closed before it is complete (its partition revoked or lost, the app stopping)
+    keeps a checkpoint at the position reached: it holds exactly the changelog's committed
+    records below it, so the next restore of that partition goes on from there.
+
+    Args:
+        node: the aggregation whose stores are restored.
+        admin: reads the changelog's offsets.
+        consumer_config: the restore consumer's properties (``ClientSettings.restore_consumer_config``).
+        timeout: seconds without progress after which the restore fails (brokers unreachable).
+        progress: called with ``(partition, records left to replay)`` after each slice; 0 when done.
+
+    Example (the poll loop's use, schematically):
+        >>> def restore_all(restoration: Restoration, partitions: list[int]) -> None:
+        ...     restoration.add(partitions)
+        ...     while restoration.pending:
+        ...         restoration.step(time.monotonic() + RESTORE_SLICE_SECONDS)  # then poll, process...
+        ...     restoration.close()
     """
-    bounds = admin.watermarks(changelog, stores)
-    consumer = admin.clients.consumer({**consumer_config, "enable.partition.eof": True})
-    try:
-        todo: dict[int, int] = {}  # partition -> end offset
+
+    def __init__(
+        self,
+        node: AggregateNode,
+        admin: TopicAdmin,
+        consumer_config: dict[str, Any],
+        timeout: float,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.node = node
+        self._admin = admin
+        self._config = {**consumer_config, "enable.partition.eof": True}
+        self._timeout = timeout
+        self._progress = progress
+        self._consumer: Consumer | None = None
+        self._stores: dict[int, PartitionStore] = {}
+        self._ends: dict[int, int] = {}  # partition -> the changelog's end offset when its restore began
+        self._positions: dict[int, int] = {}  # partition -> next changelog offset to apply
+        self._assigned: set[int] = set()
+        self._counts: dict[int, int] = {}
+        self._began: dict[int, float] = {}
+        #: seconds this restore's consumer waited and read nothing, since it last read something
+        #: (not wall time: the loop gives its time to other work and other restores too)
+        self._idle = 0.0
+        #: the partitions restored together (added while others were pending): one summary line
+        #: when the last completes, as the blocking restore wrote it (benchmarks and operators read it)
+        self._round_began: float | None = None
+        self._round_partitions = 0
+        self._round_records = 0
+
+    @property
+    def pending(self) -> set[int]:
+        """Partitions whose stores are not complete yet."""
+        return set(self._stores)
+
+    def remaining(self) -> dict[int, int]:
+        """Changelog records still to replay per pending partition (offsets: an upper bound when compacted)."""
+        return {p: max(0, self._ends[p] - self._positions[p]) for p in self._stores}
+
+    def add(self, partitions: list[int]) -> None:
+        """Open the stores of ``partitions`` and restore them from their checkpoints (else the start).
+
+        A store with nothing to replay (its checkpoint is the changelog's end) joins
+        ``node.stores`` at once.
+
+        Raises:
+            KafkaUnavailableError: the changelog's offsets could not be read.
+        """
+        node = self.node
+        new = [p for p in dict.fromkeys(partitions) if p not in self._stores and p not in node.stores]
+        if not new:
+            return
+        stores: dict[int, PartitionStore] = {}
+        try:
+            for p in new:
+                stores[p] = PartitionStore(node.directory / str(p))
+            bounds = self._admin.watermarks(node.changelog, new)
+        except BaseException:
+            for store in stores.values():
+                store.close(None)
+            raise
         starts: list[TopicPartition] = []
-        for partition, store in stores.items():
-            low, high = bounds[partition]
+        now = time.monotonic()
+        if self._round_began is None:
+            self._round_began, self._round_partitions, self._round_records = now, 0, 0
+        self._round_partitions += len(stores)
+        for p, store in stores.items():
+            low, high = bounds[p]
             start = store.restored_to
             if start is None or not low <= start <= high:
                 start = low
                 store.reset()
+            self._stores[p], self._ends[p], self._positions[p] = store, high, start
+            self._counts[p], self._began[p] = 0, now
             if start < high:
-                todo[partition] = high
-                starts.append(TopicPartition(changelog, partition, start))
-        counts = dict.fromkeys(stores, 0)
+                starts.append(TopicPartition(node.changelog, p, start))
+        for p in [p for p in stores if self._positions[p] >= self._ends[p]]:
+            self._finish(p)  # nothing to replay: usable at once
+        self._end_round()
         if starts:
-            consumer.assign(starts)
-            _read_changelog(logic, stores, changelog, consumer, todo, counts, timeout)
-        for store in stores.values():
-            store.logged_stream_time = store.stream_time
-        return counts
-    finally:
-        consumer.close()
+            if self._consumer is None:
+                self._consumer = self._admin.clients.consumer(self._config)
+            self._consumer.incremental_assign(starts)
+            self._assigned.update(tp.partition for tp in starts)
+        self._idle = 0.0
+        self._report()
 
+    def step(self, deadline: float, max_records: int = 0) -> list[int]:
+        """Replay changelog records until ``deadline`` (``time.monotonic()``) or ``max_records``.
 
-def _read_changelog(
-    logic: GroupLogic,
-    stores: dict[int, PartitionStore],
-    changelog: str,
-    consumer: Consumer,
-    todo: dict[int, int],
-    counts: dict[int, int],
-    timeout: float,
-) -> None:
-    positions = {p: 0 for p in todo}
-    last_progress = time.monotonic()
-    while todo:
-        msgs = consumer.consume(1000, 0.5)
+        Args:
+            deadline: when to hand the thread back.
+            max_records: records to apply at most (0: ``RESTORE_SLICE_RECORDS``).
+
+        Returns:
+            The partitions whose stores became complete (they are in ``node.stores`` now).
+
+        Raises:
+            KafkaUnavailableError: reading the changelog failed, or made no progress for ``timeout``.
+        """
+        limit = max_records or RESTORE_SLICE_RECORDS
+        read = 0
+        consumer = self._consumer
+        while consumer is not None and read < limit and self._reading():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            waited = time.monotonic()
+            msgs = consumer.consume(min(1000, limit - read), left)
+            if msgs:
+                read += len(msgs)
+                self._apply(msgs)
+                self._idle = 0.0
+            else:
+                self._idle += time.monotonic() - waited
+        done = [p for p in self._stores if self._positions[p] >= self._ends[p]]
+        for p in done:
+            self._finish(p)
+        if done:
+            self._end_round()
+        if self._reading() and self._idle > self._timeout:
+            where = ", ".join(
+                f"[{p}] at {self._positions[p]} of {self._ends[p]}" for p in sorted(self._stores)
+            )
+            msg = (
+                f"restoring {self.node.changelog} made no progress for {self._timeout:.0f}s: {where}; "
+                "check that the brokers are reachable"
+            )
+            raise KafkaUnavailableError(msg)
+        self._report()
+        return done
+
+    def cancel(self, partitions: set[int]) -> None:
+        """Stop restoring ``partitions`` (revoked, lost): their stores close at the position reached."""
+        mine = [p for p in partitions if p in self._stores]
+        if not mine:
+            return
+        self._unassign(mine)
+        for p in mine:
+            self._stores.pop(p).close(self._positions[p])
+            logger.info(
+                "state %s[%d]: restore stopped at changelog offset %d of %d",
+                self.node.step.store,
+                p,
+                self._positions[p],
+                self._ends[p],
+            )
+            self._forget(p)
+        self._round_partitions -= len(mine)
+        self._end_round()
+
+    def close(self) -> None:
+        """Stop every restore (checkpointed where it got to) and close the consumer."""
+        self.cancel(set(self._stores))
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _reading(self) -> bool:
+        return any(self._positions[p] < self._ends[p] for p in self._stores)
+
+    def _apply(self, msgs: list[Any]) -> None:
         chunks: dict[int, _Chunk] = {}
+        positions: dict[int, int] = {}
         for m in msgs:
             p = m.partition()
+            if p not in self._stores:
+                continue  # stopped while its records were on their way
             err = m.error()
             if err is not None:
                 if err.code() == KafkaError._PARTITION_EOF:
-                    positions[p] = max(positions.get(p, 0), m.offset())
+                    positions[p] = max(positions.get(p, self._positions[p]), m.offset())
                     continue
-                msg = f"restoring {changelog}[{p}] failed: {err.str()}"
+                msg = f"restoring {self.node.changelog}[{p}] failed: {err.str()}"
                 raise KafkaUnavailableError(msg)
             positions[p] = m.offset() + 1
-            counts[p] += 1
+            self._counts[p] += 1
             chunk = chunks.get(p)
             if chunk is None:
-                chunk = chunks[p] = _Chunk(stores[p])
+                chunk = chunks[p] = _Chunk(self._stores[p])
             chunk.add(m)
         for chunk in chunks.values():
             chunk.apply()
-        for p in [p for p, end in todo.items() if positions.get(p, 0) >= end]:
-            del todo[p]
-        if msgs:
-            last_progress = time.monotonic()
-        elif todo and time.monotonic() - last_progress > timeout:
-            where = ", ".join(f"[{p}] at {positions.get(p)} of {end}" for p, end in todo.items())
-            msg = f"restoring {changelog} made no progress for {timeout:.0f}s: {where}"
-            raise KafkaUnavailableError(msg)
+        # only once applied: a checkpoint at a position never claims records the store lacks
+        self._positions.update(positions)
+
+    def _finish(self, p: int) -> None:
+        store = self._stores.pop(p)
+        store.logged_stream_time = store.stream_time
+        self.node.stores[p] = store
+        self._unassign([p])
+        n, elapsed = self._counts[p], time.monotonic() - self._began[p]
+        self._round_records += n
+        if n:
+            logger.info(
+                "state %s[%d]: restored %d changelog records in %.1fs (%.0f/s)",
+                self.node.step.store,
+                p,
+                n,
+                elapsed,
+                n / elapsed if elapsed else 0.0,
+            )
+        self._forget(p)
+
+    def _end_round(self) -> None:
+        if self._stores or self._round_began is None:
+            return
+        records, elapsed = self._round_records, time.monotonic() - self._round_began
+        self._round_began = None
+        if records:
+            logger.info(
+                "state %s: restored %d changelog records of %d partitions in %.1fs (%.0f/s)",
+                self.node.step.store,
+                records,
+                self._round_partitions,
+                elapsed,
+                records / elapsed if elapsed else 0.0,
+            )
+
+    def _unassign(self, partitions: list[int]) -> None:
+        mine = [p for p in partitions if p in self._assigned]
+        if mine and self._consumer is not None:
+            self._consumer.incremental_unassign([TopicPartition(self.node.changelog, p) for p in mine])
+            self._assigned.difference_update(mine)
+
+    def _forget(self, p: int) -> None:
+        for held in (self._ends, self._positions, self._counts, self._began):
+            held.pop(p, None)
+        if self._progress is not None:
+            self._progress(p, 0)
+
+    def _report(self) -> None:
+        if self._progress is not None:
+            for p, n in self.remaining().items():
+                self._progress(p, n)
 
 
 class _Chunk:
