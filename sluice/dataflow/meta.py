@@ -190,41 +190,40 @@ class MetaSink(Sink):
 
 
 @dataclass(frozen=True)
-class WithTimestamp(Step):
-    """Set each record's timestamp to ``fn(value)`` (or ``fn(value, meta)``): ms, or a ``datetime``."""
+class _Restamp(Step):
+    """A step that gives each record a new timestamp or headers from ``fn``'s answer."""
 
     fn: Callable[..., Any]
     meta: bool = False
+
+    def restamp(self, message: Any, answer: Any) -> Restamped:
+        raise NotImplementedError
 
     def apply(self, records: list[Record]) -> list[Record]:
         fn, meta = self.fn, self.meta
         out: list[Record] = []
         try:
             for v, k, m in records:
-                ts = timestamp_ms(fn(v, Meta(k, m)) if meta else fn(v))
-                out.append((v, k, Restamped(m, ts, m.headers())))
+                out.append((v, k, self.restamp(m, fn(v, Meta(k, m)) if meta else fn(v))))
         except Exception as exc:
             raise StepFailed(len(out), out, exc) from exc
         return out
 
 
 @dataclass(frozen=True)
-class WithHeaders(Step):
+class WithTimestamp(_Restamp):
+    """Set each record's timestamp to ``fn(value)`` (or ``fn(value, meta)``): ms, or a ``datetime``."""
+
+    def restamp(self, message: Any, answer: Any) -> Restamped:
+        return Restamped(message, timestamp_ms(answer), message.headers())
+
+
+@dataclass(frozen=True)
+class WithHeaders(_Restamp):
     """Set each record's headers to ``fn(value)`` (or ``fn(value, meta)``); they replace the record's."""
 
-    fn: Callable[..., Any]
-    meta: bool = False
-
-    def apply(self, records: list[Record]) -> list[Record]:
-        fn, meta = self.fn, self.meta
-        out: list[Record] = []
-        try:
-            for v, k, m in records:
-                headers = header_list(fn(v, Meta(k, m)) if meta else fn(v))
-                out.append((v, k, Restamped(m, m.timestamp()[1], headers)))
-        except Exception as exc:
-            raise StepFailed(len(out), out, exc) from exc
-        return out
+    def restamp(self, message: Any, answer: Any) -> Restamped:
+        return Restamped(message, message.timestamp()[1], header_list(answer))
 
 
 def timestamp_ms(value: Any) -> int:

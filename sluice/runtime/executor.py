@@ -249,6 +249,22 @@ class _RepartitionEmitter(_Emitter):
         super().__call__([(v, k, Repartitioned(m, k)) for v, k, m in records], batch)
 
 
+def _fusable_chain(plan: _SourcePlan, ends: Callable[[_Node], bool]) -> tuple[list[_Node], _Node] | None:
+    """The single chain of fusable steps from ``plan``'s source down to the first node that
+    ``ends`` it, and that node; None when the graph branches, emits midway or has a step
+    that cannot be fused."""
+    if plan.raw_in or len(plan.nodes) != 1:
+        return None
+    chain: list[_Node] = []
+    node = plan.nodes[0]
+    while not ends(node):
+        if not fusable(node.step) or len(node.children) != 1 or node.emit is not None:
+            return None
+        chain.append(node)
+        node = node.children[0]
+    return chain, node
+
+
 @dataclass(frozen=True)
 class _Fused:
     """A source's chain of fusable steps and its ``to()``, run by one generated loop."""
@@ -260,15 +276,10 @@ class _Fused:
     @classmethod
     def of(cls, plan: _SourcePlan) -> _Fused | None:
         """The fused form of ``plan``'s graph, or None when it is not one such chain."""
-        if plan.raw_in or len(plan.nodes) != 1:
+        found = _fusable_chain(plan, lambda node: node.emit is not None)
+        if found is None:
             return None
-        chain: list[_Node] = []
-        node = plan.nodes[0]
-        while node.emit is None:
-            if not fusable(node.step) or len(node.children) != 1:
-                return None
-            chain.append(node)
-            node = node.children[0]
+        chain, node = found
         emitter = node.emit
         if type(emitter) is not _Emitter or node.children:
             return None
@@ -294,15 +305,10 @@ class _FusedAggregate:
     @classmethod
     def of(cls, plan: _SourcePlan) -> _FusedAggregate | None:
         """The fused form of ``plan``'s graph, or None when it is not ``source -> chain -> aggregation``."""
-        if plan.raw_in or len(plan.nodes) != 1:
+        found = _fusable_chain(plan, lambda node: node.aggregate is not None)
+        if found is None:
             return None
-        chain: list[_Node] = []
-        node = plan.nodes[0]
-        while node.aggregate is None:
-            if not fusable(node.step) or len(node.children) != 1 or node.emit is not None:
-                return None
-            chain.append(node)
-            node = node.children[0]
+        chain, node = found
         return cls(chain, node, generate_collect([n.step for n in chain], plan.value_deser, plan.key_deser))
 
 
